@@ -1,0 +1,120 @@
+"""Flags shared by many commands, declared once so they are spelled the same everywhere.
+
+A command takes a group of flags by declaring a parameter typed with the group's dataclass
+(``stream: StreamFlags``); :func:`command` expands each group into its typer options and
+hands the command one filled-in dataclass per group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Optional, get_type_hints
+
+import typer
+
+from caitool.errors import CaitoolError
+
+
+def flag(default: Any, *names: str, help: str, hidden: bool = False, envvar: str | None = None):
+    """A dataclass field that is also a typer option."""
+    return field(default=default, metadata={
+        "option": typer.Option(*names, help=help, hidden=hidden, envvar=envvar, show_default=True)
+    })
+
+
+@dataclass
+class StreamFlags:
+    output: Optional[str] = flag(None, "-o", "--output",
+                                 help="Write records to FILE instead of stdout.")
+    batch_size: int = flag(16, "--batch-size", help="Records per batch; each batch is written as soon as it is done.")
+    resume: bool = flag(False, "--resume", help="With -o FILE: skip records whose id is already in FILE and append the rest.")
+    skip_invalid: bool = flag(False, "--skip-invalid", help="Report and skip bad input lines instead of stopping.")
+    shard: Optional[str] = flag(None, "--shard", help="I/N: process only the I-th of N deterministic shards of the input (1-based).")
+
+
+@dataclass
+class ModelFlags:
+    model: Optional[str] = flag(None, "-m", "--model", envvar="CAITOOL_MODEL",
+                                help="Model: a local directory or a hub id (env CAITOOL_MODEL).")
+    backend: str = flag("hf", "--backend", envvar="CAITOOL_BACKEND",
+                        help="Backend: hf (in-process transformers), vllm, or openai (any compatible server).")
+    format: str = flag("auto", "--format", help="Prompt format: chat (the model's chat template), raw (Human:/Assistant: transcript), or auto.")
+    device: str = flag("auto", "--device", help="hf backend: cpu, cuda, cuda:1 ... or auto.")
+    dtype: str = flag("auto", "--dtype", help="hf/vllm backends: auto, float32, bfloat16 or float16.")
+    base_url: Optional[str] = flag(None, "--base-url", envvar="CAITOOL_BASE_URL", help="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = flag("OPENAI_API_KEY", "--api-key-env", help="openai backend: the environment variable holding the API key.")
+    concurrency: int = flag(8, "--concurrency", help="openai backend: requests in flight at once.")
+    tensor_parallel_size: int = flag(1, "--tensor-parallel-size", help="vllm backend: GPUs per model replica.")
+
+    def require_model(self) -> str:
+        if not self.model:
+            raise CaitoolError("no model given: pass -m/--model (or set CAITOOL_MODEL)")
+        return self.model
+
+    def backend_options(self) -> dict[str, Any]:
+        return {
+            "device": self.device, "dtype": self.dtype, "base_url": self.base_url,
+            "api_key_env": self.api_key_env, "concurrency": self.concurrency,
+            "tensor_parallel_size": self.tensor_parallel_size,
+        }
+
+    def create_backend(self):
+        from caitool import backends
+
+        if self.format not in ("auto", "chat", "raw"):
+            raise CaitoolError(f"--format must be auto, chat or raw, not '{self.format}'")
+        return backends.create(self.backend, self.require_model(), **self.backend_options())
+
+
+@dataclass
+class SamplingFlags:
+    max_new_tokens: int = flag(256, "--max-new-tokens", help="Most tokens to generate per completion.")
+    temperature: float = flag(1.0, "--temperature", help="Sampling temperature (the paper uses 1); 0 is greedy.")
+    top_p: float = flag(1.0, "--top-p", help="Nucleus sampling threshold.")
+    seed: int = flag(0, "--seed", help="Seed for principle sampling and generation.")
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise CaitoolError("--max-new-tokens must be at least 1")
+        if self.temperature < 0:
+            raise CaitoolError("--temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise CaitoolError("--top-p must be in (0, 1]")
+
+
+GROUPS = (StreamFlags, ModelFlags, SamplingFlags)
+
+
+def command(fn):
+    """Expand flag-group parameters of ``fn`` into typer options (see module docstring)."""
+    hints = get_type_hints(fn, include_extras=True)
+    signature = inspect.signature(fn)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for name, param in signature.parameters.items():
+        hint = hints.get(name, param.annotation)
+        if hint in GROUPS:
+            groups[name] = hint
+            for f in dataclasses.fields(hint):
+                params.append(inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                    annotation=Annotated[f.type if not isinstance(f.type, str) else
+                                         get_type_hints(hint)[f.name], f.metadata["option"]],
+                ))
+        else:
+            params.append(param.replace(annotation=hint))
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, cls in groups.items():
+            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+        return fn(**kwargs)
+
+    # Positional-or-keyword params must precede keyword-only ones in a signature.
+    params.sort(key=lambda p: p.kind)
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
