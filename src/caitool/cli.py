@@ -15,7 +15,7 @@ import sys
 import click
 import typer
 
-from caitool import __version__, commands
+from caitool import __version__, commands, console
 from caitool.errors import CaitoolError
 
 app = typer.Typer(
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     name = _command_name(argv)
+    console.current_command = name.removeprefix("caitool").strip()
     try:
         app(args=argv, prog_name="caitool", standalone_mode=False)
     except click.exceptions.Exit as exc:
