@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST, caitool, jsonl, records, shell
 
 from caitool.backends import Prompt, RequestsFailed, SamplingParams, create
 from caitool.backends import openai as oa
 from caitool.errors import CaitoolError
+from conftest import caitool, jsonl, records, shell
 
 SECRET = "sk-test-secret-123"
 
@@ -298,6 +298,117 @@ def test_backend_options_are_checked():
         create("openai", "m", base_url="http://127.0.0.1:1/v1", concurrency=0)
 
 
+# -- a server that returns log-probabilities ------------------------------------------------
+
+
+class LogprobServer:
+    """The tiny model behind the parts of vLLM's dialect that option scoring uses: echoed
+    prompt log-probabilities on /v1/completions; continue_final_message and top_logprobs
+    on /v1/chat/completions. Every number comes from the model's forward pass."""
+
+    def __init__(self, model_dir: Path):
+        import torch
+
+        from caitool.backends.hf import HFBackend
+
+        self.hf = HFBackend(str(model_dir), device="cpu")
+        tokenizer, model = self.hf.tokenizer, self.hf.hf_model
+        self.requests: list[dict] = []
+        owner = self
+
+        def logprobs_of(ids):
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+            return torch.log_softmax(logits, dim=-1)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append(body)
+                if self.path.endswith("/chat/completions"):
+                    payload = self._chat(body)
+                else:
+                    payload = self._completion(body)
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _completion(self, body):
+                ids = tokenizer(body["prompt"])["input_ids"]
+                lp = logprobs_of(ids)
+                tokens = [tokenizer.decode([i]) for i in ids]
+                offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+                values = [None] + [float(lp[k - 1, ids[k]]) for k in range(1, len(ids))]
+                logprobs = {"tokens": tokens, "token_logprobs": values, "text_offset": offsets}
+                return {"choices": [{"index": 0, "text": "".join(tokens), "logprobs": logprobs}]}
+
+            def _chat(self, body):
+                messages = body["messages"]
+                text = tokenizer.apply_chat_template(
+                    messages[:-1] if body.get("continue_final_message") else messages,
+                    add_generation_prompt=True, tokenize=False)
+                if body.get("continue_final_message"):
+                    text += messages[-1]["content"]
+                last = logprobs_of(tokenizer(text, add_special_tokens=False)["input_ids"])[-1]
+                top = last.topk(body.get("top_logprobs") or 1)
+                entries = [{"token": tokenizer.decode([int(i)]), "logprob": float(v)}
+                           for v, i in zip(top.values, top.indices, strict=True)]
+                position = {**entries[0], "top_logprobs": entries}
+                return {"choices": [{"index": 0, "logprobs": {"content": [position]},
+                                     "message": {"role": "assistant",
+                                                 "content": entries[0]["token"]}}]}
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.logprobs_of = logprobs_of
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_option_scoring_uses_log_probabilities_when_the_server_gives_them(tiny_model):
+    server = LogprobServer(tiny_model)
+    try:
+        backend = create("openai", str(tiny_model), base_url=server.url, concurrency=2)
+        question = "Which is kinder?\n(A) yes\n(B) no"
+        raw = [Prompt.raw(f"{question}\nThe answer is:"), Prompt.raw(f"Q {question}\nA:")]
+        chat = Prompt.chat([{"role": "user", "content": question}],
+                           assistant_prefix="The answer is:")
+        options = [[" (A)", " (B)"], [" (A)", " (B)"], [" (A)", " (B)"]]
+        scores = backend.score([*raw, chat], options)
+        assert [s.method for s in scores] == ["logprobs"] * 3
+        assert backend.logprobs == {"chat": True, "raw": True} and backend.prefill is True
+        # Raw prompts: the echoed log-probabilities of the option tokens, as hf sums them.
+        for got, want in zip(scores[:2], server.hf.score(raw, options[:2]), strict=True):
+            assert got.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+        # Chat: the model was handed "The answer is: (" and its next token decides.
+        text = server.hf.render(Prompt.chat(chat.message_dicts(),
+                                            assistant_prefix="The answer is: ("))
+        last = server.logprobs_of(server.hf.tokenizer(text, add_special_tokens=False)
+                                  ["input_ids"])[-1]
+        top = last.topk(oa.TOP_LOGPROBS)
+        candidates = {server.hf.tokenizer.decode([int(i)]): float(v)
+                      for v, i in zip(top.values, top.indices, strict=True)}
+        assert scores[2].logprobs == pytest.approx(
+            oa.top_logprob_scores(candidates, ["A)", "B)"]), abs=1e-4)
+        chat_request = next(r for r in server.requests if "messages" in r)
+        assert chat_request["messages"][-1] == {"role": "assistant",
+                                                "content": "The answer is: ("}
+        assert chat_request["continue_final_message"] is True
+        assert chat_request["max_tokens"] == 1 and chat_request["top_logprobs"] == 20
+    finally:
+        server.close()
+
+
 # -- the pieces that read servers' answers -------------------------------------------------
 
 
@@ -349,6 +460,11 @@ def test_first_token_log_probabilities_pick_the_option():
     only_a = [{"token": "A", "logprob": math.log(0.9), "top_logprobs": []}]
     scores = oa.chat_logprob_scores(only_a, "", keys, prefilled=True)
     assert scores[0] == pytest.approx(math.log(0.9)) and scores[1] <= math.log(0.1) + 1e-9
+    # Neither option among the top tokens: both get the bound, so neither is preferred.
+    neither = [{"token": "x", "logprob": math.log(0.5),
+                "top_logprobs": [{"token": "y", "logprob": math.log(0.3)}]}]
+    assert oa.chat_logprob_scores(neither, "", keys, prefilled=True) == pytest.approx(
+        [math.log(0.2), math.log(0.2)])
     assert oa.chat_logprob_scores(answer[:3], shared, keys, prefilled=False) is None
 
 

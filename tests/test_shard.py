@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import caitool, jsonl, records
 
 from caitool import stream
 from caitool.errors import CaitoolError
 from caitool.options import StreamFlags
+from conftest import caitool, jsonl, records
 
 
 def _inputs(count: int) -> list[dict]:

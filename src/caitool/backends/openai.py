@@ -66,6 +66,10 @@ class Unsupported(Exception):
     """The server answered without the log-probabilities that were asked for."""
 
 
+class NoChoice(Exception):
+    """Log-probabilities came back, but the answer never reached an option."""
+
+
 # -- pure helpers (unit-tested) ------------------------------------------------------------
 
 
@@ -126,19 +130,17 @@ def _logsumexp(values: list[float]) -> float:
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
-def top_logprob_scores(candidates: dict[str, float], keys: list[str]) -> list[float] | None:
+def top_logprob_scores(candidates: dict[str, float], keys: list[str]) -> list[float]:
     """Log-probability of each option from one position's top tokens: every candidate token
     that starts an option's distinguishing text counts for it (" A" and "A" both count for
-    "A)"). An option missing from the candidates gets at most what the list leaves over.
-    None when no candidate matches any option."""
+    "A)"). An option missing from the candidates gets the most it can have: what the list
+    leaves over, and no more than the least likely token listed."""
     scores: list[float | None] = []
     for key in keys:
         matches = [lp for token, lp in candidates.items()
                    if token.strip() and key and (key.startswith(token.strip())
                                                  or token.strip().startswith(key))]
         scores.append(_logsumexp(matches) if matches else None)
-    if all(s is None for s in scores):
-        return None
     left = 1.0 - sum(math.exp(lp) for lp in candidates.values())
     floor = min(min(candidates.values()), math.log(max(left, 1e-12)))
     return [floor if s is None else s for s in scores]
@@ -543,7 +545,7 @@ class OpenAIBackend(Backend):
             raise Unsupported("no log-probabilities in the answer")
         scores = chat_logprob_scores(positions, "" if prefilled else shared, keys, prefilled)
         if scores is None:
-            raise Unsupported("the answer picked no option")
+            raise NoChoice("the answer picked no option")
         return scores
 
     def _try_logprobs(self, prompt: Prompt, options: list[str]) -> OptionScores | None:
@@ -553,6 +555,8 @@ class OpenAIBackend(Backend):
             return None
         try:
             scores = self._logprob_scores(prompt, options)
+        except NoChoice:
+            return None  # this prompt alone is sampled
         except Unsupported as exc:
             if self.logprobs[kind] is None:
                 self.logprobs[kind] = False
