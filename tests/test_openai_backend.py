@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -265,6 +266,24 @@ def test_failures_on_stdout_keep_the_stream_going(faulty):
                      input=jsonl(rows), check=False, env=QUICK, timeout=120)
     assert result.returncode == 1
     assert [r["id"] for r in records(result.stdout)] == ["r0", "r2", "r3", "r4"]
+
+
+def test_ctrl_c_ends_the_run_while_requests_hang(faulty, tmp_path):
+    # Each hanging request would hold an exiting process for as long as the server hangs,
+    # and retries would send more; the command must end on the interrupt instead.
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl([{"prompt": "hang 1"}, {"prompt": "hang 2"}]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "caitool", "generate", "--backend", "openai", "--base-url",
+         faulty.url, "-m", "m", str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while faulty.hits["hang"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert faulty.hits["hang"] == 2
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=8)
+    assert process.returncode == 130
+    assert stderr.decode().strip().splitlines()[-1] == "caitool generate: interrupted"
 
 
 def test_an_unreachable_server_is_one_line():

@@ -21,7 +21,6 @@ import random
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -372,25 +371,52 @@ class OpenAIBackend(Backend):
     def _run_all(self, jobs: list[Callable[[], Any]]) -> tuple[list[Any], dict[int, str]]:
         """Run jobs ``concurrency`` at a time; a job that fails for good is a failure at its
         index. When every job fails in a way that is not about one request (connection
-        refused, the same 4xx everywhere), the whole batch fails with that reason."""
+        refused, the same 4xx everywhere), the whole batch fails with that reason.
+
+        The workers are daemon threads: a run that is interrupted, or stops on an error that
+        no retry fixes, exits at once instead of waiting for requests still in flight."""
         results: list[Any] = [None] * len(jobs)
         failures: dict[int, str] = {}
         errors: list[Exception] = []
+        fatal: list[BaseException] = []
         if not jobs:
             return results, failures
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)))
-        try:
-            futures = [pool.submit(job) for job in jobs]
-            for index, future in enumerate(futures):
+        pending = iter(enumerate(jobs))
+        lock = threading.Lock()
+        left = [len(jobs)]
+        finished = threading.Event()
+
+        def worker() -> None:
+            while not finished.is_set():
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                index, job = item
                 try:
-                    results[index] = future.result()
+                    results[index] = job()
                 except (Transient, Rejected) as exc:
-                    failures[index] = str(exc)
-                    errors.append(exc)
+                    with lock:
+                        failures[index] = str(exc)
+                        errors.append(exc)
+                except BaseException as exc:  # handed to the calling thread
+                    fatal.append(exc)
+                    finished.set()
+                    return
+                with lock:
+                    left[0] -= 1
+                    if not left[0]:
+                        finished.set()
+
+        for _ in range(min(self.concurrency, len(jobs))):
+            threading.Thread(target=worker, daemon=True).start()
+        try:
+            finished.wait()
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            finished.set()
             raise
-        pool.shutdown()
+        if fatal:
+            raise fatal[0]
         if len(failures) == len(jobs):
             unreachable = all(isinstance(e, Transient) and e.connect for e in errors)
             refused = (len(errors) > 1 and all(isinstance(e, Rejected) for e in errors)
