@@ -8,6 +8,13 @@ CAITOOL := $(VENV)/bin/caitool
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
+# Backend for every pipeline stage: hf (in-process), vllm, or openai with BASE_URL pointing at
+# one server that all stages share (the model loads once), e.g.
+#   make BACKEND=openai BASE_URL=http://127.0.0.1:8000/v1 MODEL=...
+BACKEND ?= hf
+BASE_URL ?=
+BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
+
 .PHONY: install test lint help
 
 help:
@@ -20,7 +27,7 @@ $(PY):
 # CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build.
 install: $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,serve]"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)

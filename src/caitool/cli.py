@@ -15,7 +15,7 @@ import sys
 import click
 import typer
 
-from caitool import __version__, commands
+from caitool import __version__, commands, console
 from caitool.errors import CaitoolError
 
 app = typer.Typer(
@@ -73,8 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     name = _command_name(argv)
+    console.current_command = name.removeprefix("caitool").strip()
     try:
-        app(args=argv, prog_name="caitool", standalone_mode=False)
+        code = app(args=argv, prog_name="caitool", standalone_mode=False)
+        # Outside standalone mode typer returns exit codes instead of exiting; Ctrl-C
+        # comes back as 130.
+        if code == 130:
+            print(f"{name}: interrupted", file=sys.stderr)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
