@@ -87,10 +87,19 @@ def test_order_agreement_is_the_share_of_prompts_whose_orders_agree():
     assert win_rate(data).order_agreement == 0.25
 
 
+def test_a_prompt_whose_orders_disagree_is_a_hard_tie_but_keeps_its_soft_label():
+    data = outcomes([0.7, 0.7, 0.3, 0.3])
+    data[1].agree = data[3].agree = False
+    result = win_rate(data)
+    assert (result.wins, result.losses, result.ties) == (1, 1, 2)
+    assert result.win_rate == pytest.approx(0.5)
+
+
 def test_hard_label_treats_floating_point_noise_at_one_half_as_a_tie():
     assert evaluation.hard_label(0.5 + 1e-9) == 0.5
     assert evaluation.hard_label(0.51) == 1.0
     assert evaluation.hard_label(0.49) == 0.0
+    assert evaluation.hard_label(0.9, agree=False) == 0.5
 
 
 # -- per principle -------------------------------------------------------------------------

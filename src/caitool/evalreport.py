@@ -13,12 +13,16 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _signed(value: float) -> str:
+    return f"{round(value):+d}"  # via int, so that -0.2 prints as +0, not -0
+
+
 def _interval(ci: list[float] | None, percent: bool = True) -> str:
     if ci is None:
         return "-"
     if percent:
-        return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
-    return f"{ci[0]:+.0f} to {ci[1]:+.0f}"
+        return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+    return f"{_signed(ci[0])} to {_signed(ci[1])}"
 
 
 def win_rate_table(summary: dict[str, Any], dimensions: list[str]) -> Table:
@@ -27,8 +31,11 @@ def win_rate_table(summary: dict[str, Any], dimensions: list[str]) -> Table:
     for column in ("a", "b"):
         table.add_column(column)
     table.add_column("dimension", no_wrap=True)
-    for column in ("n", "win rate", f"{100 * level:.0f}% CI", "W/L/T", "orders agree"):
-        table.add_column(column, justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("win rate", justify="right", no_wrap=True)
+    table.add_column(f"{100 * level:.0f}% CI", justify="right", no_wrap=True)
+    table.add_column("W/L/T", justify="right", no_wrap=True)
+    table.add_column("orders agree", justify="right")
     for pair in summary["pairs"]:
         for dimension in dimensions:
             result = pair.get(dimension)
@@ -78,7 +85,7 @@ def elo_table(summary: dict[str, Any], dimensions: list[str]) -> Table | None:
         cells = []
         for dimension in dimensions:
             entry = scores[dimension][name]
-            cells += [f"{entry['elo']:+.0f}", _interval(entry["ci"], percent=False)]
+            cells += [_signed(entry["elo"]), _interval(entry["ci"], percent=False)]
         table.add_row(name, *cells)
     return table
 

@@ -6,7 +6,8 @@ judging, identical responses give exactly 0.5). From outcomes this module comput
 
 - win rates: the mean of ``p`` over prompts, with a percentile bootstrap confidence interval
   that resamples prompts;
-- hard counts: wins, losses and ties when each prompt is decided by which side of 0.5 it is;
+- hard counts: wins, losses and ties when each prompt is decided by which side of 0.5 it is
+  (a tie when the two orders disagree);
 - a per-principle breakdown (each judgment's principle and order are kept in ``details``);
 - Elo scores from all pairs at once, by fitting a Bradley-Terry model, expressed on the
   400·log10 scale and anchored so that a reference system is 0, with bootstrap intervals.
@@ -49,9 +50,13 @@ class Outcome:
                 "details": self.details}
 
 
-def hard_label(p: float) -> float:
-    """1 for a win of ``a``, 0 for a loss, 0.5 for a tie."""
-    if abs(p - 0.5) <= TIE_TOLERANCE:
+def hard_label(p: float, agree: bool = True) -> float:
+    """1 for a win of ``a``, 0 for a loss, 0.5 for a tie.
+
+    When the two orders disagree the judge preferred a position, not a response, so the prompt
+    is a tie whichever way the average leans.
+    """
+    if not agree or abs(p - 0.5) <= TIE_TOLERANCE:
         return 0.5
     return 1.0 if p > 0.5 else 0.0
 
@@ -124,7 +129,7 @@ def win_rate(outcomes: Sequence[Outcome], samples: int = 1000, seed: int = 0,
     if not outcomes:
         raise ValueError("no outcomes to compute a win rate from")
     probabilities = [o.p for o in outcomes]
-    labels = [hard_label(p) for p in probabilities]
+    labels = [hard_label(o.p, o.agree) for o in outcomes]
     return WinRate(
         n=len(outcomes),
         win_rate=float(np.mean(probabilities)),
