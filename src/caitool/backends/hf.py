@@ -279,6 +279,9 @@ class HFBackend(Backend):
             per_prompt = max(len(job.tails) for job in jobs)
             width = longest - 1
             cache = out.past_key_values
+            if cache is None:
+                raise CaitoolError(f"model '{self.model}' returns no KV cache, so options "
+                                   "longer than one token cannot be scored")
             cache.batch_repeat_interleave(per_prompt)
             pad = self.tokenizer.pad_token_id
             tail_ids = torch.full((len(jobs) * per_prompt, width), pad, dtype=torch.long)
