@@ -8,11 +8,20 @@ CAITOOL := $(VENV)/bin/caitool
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint help
+# Backend for every pipeline stage: hf (in-process), vllm, or openai with BASE_URL pointing at
+# one server that all stages share (the model loads once), e.g.
+#   make BACKEND=openai BASE_URL=http://127.0.0.1:8000/v1 MODEL=...
+BACKEND ?= hf
+BASE_URL ?=
+BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
+
+.PHONY: install test lint help all smoke clean-smoke
 
 help:
 	@echo "make install   create $(VENV) with the CPU build of torch and caitool"
 	@echo "make test      run the test suite (offline)"
+	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
+	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... (see README)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +29,124 @@ $(PY):
 # CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build.
 install: $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,serve]"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check src tests
+
+# ---------------------------------------------------------------------------------------------
+# The paper's pipeline. Every stage is a file in $(RUN), so an interrupted `make all` goes on
+# where it stopped and a changed input (prompts, constitution) reruns only what depends on it.
+# One RUN directory holds one configuration: use another RUN for another MODEL or setting.
+#
+#   red-team prompts -> round0 (answers) -> round1..ROUNDS (critique | revise)
+#   + helpfulness answers -> sft.jsonl -> train-sft -> pairs from the SFT model -> compare
+#   -> train-rm -> train-ppo -> answers of base, SFT and PPO models to held-out prompts -> eval
+# ---------------------------------------------------------------------------------------------
+# A small instruct model that runs on one consumer GPU (about 2 GB of weights in bf16) or,
+# slowly, on a CPU with 8+ GB of memory. Any local directory or hub id works.
+MODEL ?= Qwen/Qwen2.5-0.5B-Instruct
+JUDGE ?= $(MODEL)
+RUN ?= runs/default
+CONSTITUTION ?= harmless
+ROUNDS ?= 4
+N_PROMPTS ?= 80
+N_HELPFUL ?= $(N_PROMPTS)
+N_EVAL ?= 20
+RED_TEAM ?= examples/red_team.jsonl
+HELPFUL ?= examples/helpful.jsonl
+SEED ?= 0
+MAX_NEW_TOKENS ?= 256
+BATCH_SIZE ?= 16
+GEN_FLAGS ?= --max-new-tokens $(MAX_NEW_TOKENS) --seed $(SEED) --batch-size $(BATCH_SIZE)
+# Stages that run a model trained here load it in-process, whatever BACKEND the others use.
+TRAINED_FLAGS ?= --backend hf
+TRAIN_FLAGS ?= --seed $(SEED)
+SFT_FLAGS ?= --epochs 1
+RM_FLAGS ?= --epochs 1
+PPO_FLAGS ?= --max-steps 100
+EVAL_FLAGS ?= --seed $(SEED)
+
+# A built-in constitution's file, or the path given, so that editing it reruns the rounds.
+CONSTITUTION_FILE := $(if $(wildcard $(CONSTITUTION)),$(CONSTITUTION),constitutions/$(CONSTITUTION).yaml)
+
+all: $(RUN)/eval.json
+	@echo "pipeline done: $(RUN)/eval.json (read any stage with: $(CAITOOL) show FILE)" >&2
+
+$(RUN)/.dir:
+	@mkdir -p $(RUN) && touch $@
+
+# Training prompts are the first N_PROMPTS lines; evaluation prompts the last N_EVAL, held out.
+$(RUN)/prompts.jsonl: $(RED_TEAM) | $(RUN)/.dir
+	head -n $(N_PROMPTS) $< > $@
+$(RUN)/helpful-prompts.jsonl: $(HELPFUL) | $(RUN)/.dir
+	head -n $(N_HELPFUL) $< > $@
+$(RUN)/eval-prompts.jsonl: $(RED_TEAM) $(HELPFUL) | $(RUN)/.dir
+	{ tail -n $(N_EVAL) $(RED_TEAM); tail -n $(N_EVAL) $(HELPFUL); } > $@
+
+# Stage 1: answer, then ROUNDS rounds of critique and revision. Output goes to a temporary
+# file first so that an interrupted stage never leaves a finished-looking target behind.
+$(RUN)/round0.jsonl: $(RUN)/prompts.jsonl
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+
+# round N critiques and revises round N-1 (one rule per round, so each is its own target).
+define ROUND_RULE
+$(RUN)/round$(1).jsonl: $(RUN)/round$(2).jsonl $(CONSTITUTION_FILE)
+	$$(CAITOOL) critique -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) $$< \
+	  | $$(CAITOOL) revise -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) -o $$@.part
+	mv $$@.part $$@
+endef
+$(foreach r,$(shell seq 1 $(ROUNDS)),$(eval $(call ROUND_RULE,$(r),$(shell expr $(r) - 1))))
+
+$(RUN)/helpful.jsonl: $(RUN)/helpful-prompts.jsonl
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+
+# SFT on the revisions of every round (one example per round) plus helpfulness answers.
+$(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
+	$(CAITOOL) train-sft $^ -m $(MODEL) -o $(RUN)/sft --all-rounds $(TRAIN_FLAGS) $(SFT_FLAGS) \
+	  --metrics $(RUN)/sft-metrics.jsonl
+
+# Stage 2: two answers per prompt from the SFT model, judged under sampled principles.
+$(RUN)/pairs.jsonl: $(RUN)/prompts.jsonl $(RUN)/sft/config.json
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
+
+$(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE)
+	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) \
+	  $< -o $@.part && mv $@.part $@
+
+# The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs it).
+$(RUN)/rm/config.json: $(RUN)/prefs.jsonl
+	$(CAITOOL) train-rm $< -m $(RUN)/sft -o $(RUN)/rm $(TRAIN_FLAGS) $(RM_FLAGS) \
+	  --metrics $(RUN)/rm-metrics.jsonl
+
+$(RUN)/ppo/config.json: $(RUN)/prompts.jsonl $(RUN)/rm/config.json
+	$(CAITOOL) train-ppo $< -m $(RUN)/sft --reward-model $(RUN)/rm -o $(RUN)/ppo $(TRAIN_FLAGS) \
+	  $(PPO_FLAGS) --metrics $(RUN)/ppo-metrics.jsonl
+
+# Evaluation: each model answers the held-out prompts; the judge compares them pairwise.
+$(RUN)/answers-base.jsonl: $(RUN)/eval-prompts.jsonl
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+$(RUN)/answers-sft.jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/sft/config.json
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+$(RUN)/answers-ppo.jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/ppo/config.json
+	$(CAITOOL) generate -m $(RUN)/ppo $(TRAINED_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+
+$(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answers-ppo.jsonl
+	$(CAITOOL) eval -m $(JUDGE) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
+	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
+	@cat $@
+
+# The same pipeline, offline, on a tiny random model built here: small enough for 2 CPU cores.
+SMOKE_RUN ?= runs/smoke
+smoke:
+	@test -f $(SMOKE_RUN)/tiny/config.json || $(CAITOOL) tiny-model $(SMOKE_RUN)/tiny
+	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory all RUN=$(SMOKE_RUN) MODEL=$(SMOKE_RUN)/tiny \
+	  BACKEND=hf BASE_URL= N_PROMPTS=6 N_HELPFUL=4 N_EVAL=3 ROUNDS=2 MAX_NEW_TOKENS=12 \
+	  SFT_FLAGS="--max-steps 4" RM_FLAGS="--max-steps 4" PPO_FLAGS="--max-steps 2" \
+	  EVAL_FLAGS="--seed 0 --bootstrap 200"
+
+clean-smoke:
+	rm -rf $(SMOKE_RUN)

@@ -16,6 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+# A short constitution keeps prompts small where a test is not about the built-ins.
+MINI = str(Path(__file__).resolve().parent / "data" / "mini.yaml")
 # Small generations keep the suite fast; the code paths are the same at any length.
 FAST = ["--max-new-tokens", "8"]
 
@@ -36,12 +38,13 @@ def caitool(*args: str, input: str | bytes | None = None, check: bool = True,
     return result
 
 
-def shell(command: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
-          timeout: float = 600) -> subprocess.CompletedProcess:
+def shell(command: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
+          cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a real shell pipeline with ``caitool`` meaning this interpreter's caitool."""
     bindir = Path(sys.executable).parent
     path = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
-    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+    data = input.encode() if isinstance(input, str) else input
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, input=data,
                           env={**os.environ, "PATH": path, **(env or {})}, cwd=cwd or ROOT,
                           timeout=timeout)
 

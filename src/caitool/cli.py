@@ -11,11 +11,16 @@ import os
 import pkgutil
 import signal
 import sys
+import textwrap
 
-import click
 import typer
 
-from caitool import __version__, commands
+try:  # typer >= 0.26 vendors click; its exceptions are not click's own
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer
+    from click import exceptions as click_errors
+
+from caitool import __version__, commands, console
 from caitool.errors import CaitoolError
 
 app = typer.Typer(
@@ -52,7 +57,7 @@ def command_modules():
 def _register() -> None:
     for module in command_modules():
         example = getattr(module, "EXAMPLE", "")
-        epilog = f"[bold]Example[/bold]\n\n{example}" if example else None
+        epilog = f"**Example**\n\n```bash\n{textwrap.dedent(example).strip()}\n```" if example else None
         if hasattr(module, "app"):
             app.add_typer(module.app, name=module.NAME, epilog=epilog)
         else:
@@ -73,21 +78,29 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     name = _command_name(argv)
+    console.current_command = name.removeprefix("caitool").strip()
     try:
-        app(args=argv, prog_name="caitool", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        code = app(args=argv, prog_name="caitool", standalone_mode=False)
+        # Outside standalone mode typer returns exit codes instead of exiting; Ctrl-C
+        # comes back as 130.
+        if code == 130:
+            print(f"{name}: interrupted", file=sys.stderr)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.UsageError as exc:
+    except click_errors.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else name
-        print(f"{where}: {exc.format_message()}", file=sys.stderr)
+        if exc.format_message():  # empty when help was shown for a bare command
+            print(f"{where}: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as exc:
+    except click_errors.ClickException as exc:
         print(f"{name}: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except CaitoolError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:

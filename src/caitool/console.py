@@ -16,13 +16,26 @@ def quiet() -> bool:
     return os.environ.get("CAITOOL_QUIET", "") not in ("", "0")
 
 
+# The running sub-command, for messages from library code that is not told it (backends).
+current_command = ""
+
+
+def _prefix(command: str) -> str:
+    return f"caitool {command}" if command else "caitool"
+
+
 def info(command: str, message: str) -> None:
     if not quiet():
-        stderr.print(f"[dim]caitool {command}:[/dim] {message}", markup=True, soft_wrap=True)
+        stderr.print(f"[dim]{_prefix(command)}:[/dim] {message}", markup=True, soft_wrap=True)
 
 
 def warn(command: str, message: str) -> None:
-    stderr.print(f"caitool {command}: warning: {message}", markup=False, soft_wrap=True)
+    stderr.print(f"{_prefix(command)}: warning: {message}", markup=False, soft_wrap=True)
+
+
+def notice(message: str) -> None:
+    """A warning from code that does not know which command runs it."""
+    warn(current_command, message)
 
 
 @contextmanager

@@ -155,9 +155,13 @@ def load(name_or_path: str) -> Constitution:
         raise ConstitutionError(source, "not UTF-8 text") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConstitutionError(source, f"cannot parse: {first}") from None
+    except json.JSONDecodeError as exc:
+        raise ConstitutionError(source, f"line {exc.lineno}: cannot parse: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConstitutionError(source, f"{where}cannot parse: {problem}") from None
     constitution = from_data(data, source, default_name=path.stem)
     validate(constitution)
     return constitution

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
@@ -27,25 +27,30 @@ def flag(default: Any, *names: str, help: str, hidden: bool = False, envvar: str
 
 @dataclass
 class StreamFlags:
-    output: Optional[str] = flag(None, "-o", "--output",
-                                 help="Write records to FILE instead of stdout.")
-    batch_size: int = flag(16, "--batch-size", help="Records per batch; each batch is written as soon as it is done.")
-    resume: bool = flag(False, "--resume", help="With -o FILE: skip records whose id is already in FILE and append the rest.")
+    output: str | None = flag(None, "-o", "--output", help="Write records to FILE instead of stdout.")
+    batch_size: int = flag(16, "--batch-size",
+                           help="Records per batch; each batch is written as soon as it is done.")
+    resume: bool = flag(False, "--resume",
+                        help="With -o FILE: skip records whose id is already in FILE and append the rest.")
     skip_invalid: bool = flag(False, "--skip-invalid", help="Report and skip bad input lines instead of stopping.")
-    shard: Optional[str] = flag(None, "--shard", help="I/N: process only the I-th of N deterministic shards of the input (1-based).")
+    shard: str | None = flag(None, "--shard",
+                             help="I/N: process only the I-th of N deterministic shards of the input (1-based).")
 
 
 @dataclass
 class ModelFlags:
-    model: Optional[str] = flag(None, "-m", "--model", envvar="CAITOOL_MODEL",
-                                help="Model: a local directory or a hub id (env CAITOOL_MODEL).")
+    model: str | None = flag(None, "-m", "--model", envvar="CAITOOL_MODEL",
+                             help="Model: a local directory or a hub id (env CAITOOL_MODEL).")
     backend: str = flag("hf", "--backend", envvar="CAITOOL_BACKEND",
                         help="Backend: hf (in-process transformers), vllm, or openai (any compatible server).")
-    format: str = flag("auto", "--format", help="Prompt format: chat (the model's chat template), raw (Human:/Assistant: transcript), or auto.")
+    format: str = flag("auto", "--format", help="Prompt format: chat (the model's chat template), "
+                       "raw (Human:/Assistant: transcript), or auto.")
     device: str = flag("auto", "--device", help="hf backend: cpu, cuda, cuda:1 ... or auto.")
     dtype: str = flag("auto", "--dtype", help="hf/vllm backends: auto, float32, bfloat16 or float16.")
-    base_url: Optional[str] = flag(None, "--base-url", envvar="CAITOOL_BASE_URL", help="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1.")
-    api_key_env: str = flag("OPENAI_API_KEY", "--api-key-env", help="openai backend: the environment variable holding the API key.")
+    base_url: str | None = flag(None, "--base-url", envvar="CAITOOL_BASE_URL",
+                                help="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = flag("OPENAI_API_KEY", "--api-key-env",
+                            help="openai backend: the environment variable holding the API key.")
     concurrency: int = flag(8, "--concurrency", help="openai backend: requests in flight at once.")
     tensor_parallel_size: int = flag(1, "--tensor-parallel-size", help="vllm backend: GPUs per model replica.")
 

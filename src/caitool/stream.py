@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from caitool import console
@@ -24,6 +25,28 @@ class StreamStats:
     skipped_invalid: int = 0
     skipped_done: int = 0
     seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+# Ids (and reasons) of the records that failed for good in the batch being processed.
+_failures: ContextVar[dict[str, str] | None] = ContextVar("caitool_failures", default=None)
+
+
+def record_failed(record: dict[str, Any], reason: str) -> None:
+    """Report that ``record`` could not be processed (a request kept failing after its
+    retries). The batch loop leaves it out of the output, names it on stderr, finishes the
+    other records and exits non-zero at the end; outside the loop this raises."""
+    record_id = str(record.get("id"))
+    failures = _failures.get()
+    if failures is None:
+        raise CaitoolError(f"record {record_id}: {reason}")
+    failures.setdefault(record_id, reason)
+
+
+def has_failed(record: dict[str, Any]) -> bool:
+    """Whether ``record`` already failed in this batch (so later steps can skip it)."""
+    failures = _failures.get()
+    return failures is not None and str(record.get("id")) in failures
 
 
 def _batches(records: Iterator[tuple[int, dict[str, Any]]], size: int) -> Iterator[Batch]:
@@ -107,7 +130,17 @@ def run(
         with console.progress(describe, total) as advance:
             shown = 0
             for batch in _batches(pending(), options.batch_size):
-                results = process(batch)
+                failures: dict[str, str] = {}
+                token = _failures.set(failures)
+                try:
+                    results = process(batch)
+                finally:
+                    _failures.reset(token)
+                if failures:
+                    results = [r for r in results if str(r.get("id")) not in failures]
+                    for record_id, reason in failures.items():
+                        console.warn(command, f"record {record_id} failed: {reason}")
+                    stats.failed.update(failures)
                 writer.write(results)
                 stats.written += len(results)
                 advance(stats.read - shown)
@@ -120,5 +153,14 @@ def run(
         summary += f", {stats.skipped_done} already done"
     if stats.skipped_invalid:
         summary += f", {stats.skipped_invalid} invalid lines skipped"
+    if stats.failed:
+        summary += f", {len(stats.failed)} failed"
     console.info(command, summary)
+    if stats.failed:
+        ids = sorted(stats.failed)
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        raise CaitoolError(
+            f"{len(ids)} records failed and were left out of the output ({shown}); "
+            "the rest were written. With -o FILE, rerun with --resume to retry only them"
+        )
     return stats

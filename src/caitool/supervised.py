@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from caitool import prompts
-from caitool.backends.base import Backend, SamplingParams
+from caitool import prompts, stream
+from caitool.backends.base import Backend, RequestsFailed, SamplingParams
 from caitool.constitution import Constitution, Principle
 from caitool.records import add_provenance, check_prompt, check_response, conversation
 
@@ -53,13 +53,28 @@ class Generator:
                 "temperature": self.params.temperature, **extra}
 
     def run(self, requests, records: list[Record], step: str, n: int = 1) -> list[list[str]]:
-        prompt_list = [prompt for prompt, _ in requests]
+        """``n`` completions per request. A record whose request fails for good (a remote
+        server) is reported to the batch loop, which leaves it out of the output; it gets
+        empty placeholders here so the step can finish the others."""
         stop = requests[0][1] if requests else []
         params = SamplingParams(
             max_new_tokens=self.params.max_new_tokens, temperature=self.params.temperature,
             top_p=self.params.top_p, n=n, stop=stop, seed=batch_seed(self.seed, records, step),
         )
-        return self.backend.generate(prompt_list, params)
+        live = [i for i, record in enumerate(records) if not stream.has_failed(record)]
+        outputs: list[list[str]] = [[""] * n for _ in records]
+        if not live:
+            return outputs
+        try:
+            results = self.backend.generate([requests[i][0] for i in live], params)
+        except RequestsFailed as exc:
+            for index, reason in exc.failures.items():
+                stream.record_failed(records[live[index]], reason)
+            results = exc.results
+        for index, result in zip(live, results, strict=True):
+            if result is not None:
+                outputs[index] = result
+        return outputs
 
 
 # -- validation ----------------------------------------------------------------------------

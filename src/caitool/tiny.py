@@ -54,7 +54,19 @@ than refuse without a reason, and it should never be preachy, evasive or condesc
 """
 
 
-def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_size: int = 1024,
+def training_text() -> list[str]:
+    """The tokenizer's corpus: the text above plus the built-in constitutions, whose few-shot
+    examples open most prompts, so those prompts come out short."""
+    from caitool.constitution import search_path
+
+    lines = [line for line in CORPUS.splitlines() if line.strip()]
+    for directory in search_path()[-1:]:
+        for file in sorted(directory.glob("*.yaml")):
+            lines += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines
+
+
+def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_size: int = 4096,
           hidden_size: int = 64, layers: int = 2, heads: int = 4) -> Path:
     """Write a tokenizer and a random Llama-architecture model into ``directory``."""
     import torch
@@ -76,7 +88,7 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    core.train_from_iterator([line for line in CORPUS.splitlines() if line.strip()], trainer)
+    core.train_from_iterator(training_text(), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|end|>", pad_token="<|pad|>",
         additional_special_tokens=SPECIAL_TOKENS[2:], clean_up_tokenization_spaces=False,

@@ -8,10 +8,17 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from caitool.backends.base import Backend, OptionScores, Prompt, SamplingParams
+from caitool.backends.base import (
+    Backend,
+    OptionScores,
+    Prompt,
+    RequestsFailed,
+    SamplingParams,
+)
 from caitool.errors import CaitoolError
 
-__all__ = ["Backend", "OptionScores", "Prompt", "SamplingParams", "create", "names", "register"]
+__all__ = ["Backend", "OptionScores", "Prompt", "RequestsFailed", "SamplingParams", "create",
+           "names", "register"]
 
 _REGISTRY: dict[str, str] = {
     "hf": "caitool.backends.hf:HFBackend",

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from caitool.errors import CaitoolError
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -55,6 +57,19 @@ class OptionScores:
 
     logprobs: list[float]
     method: str = "logprobs"
+
+
+class RequestsFailed(CaitoolError):
+    """Some prompts of a batch failed for good (a remote server kept erroring); the others
+    succeeded. ``failures`` maps prompt index to reason; ``results`` holds the outputs in
+    input order, None where the prompt failed. Callers write what succeeded and report the
+    rest, so one bad request does not cost the batch."""
+
+    def __init__(self, failures: dict[int, str], results: list[Any]):
+        self.failures = failures
+        self.results = results
+        first = failures[min(failures)]
+        super().__init__(f"{len(failures)} of {len(results)} requests failed (first: {first})")
 
 
 class Backend(ABC):

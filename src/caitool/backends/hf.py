@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from caitool.backends.base import Backend, OptionScores, Prompt, SamplingParams
@@ -193,59 +194,133 @@ class HFBackend(Backend):
     def score(self, prompts: list[Prompt], options: list[list[str]]) -> list[OptionScores]:
         """Sum of token log-probabilities of each option after its prompt.
 
-        Options that share all tokens but their last (the usual case for answer letters)
-        are scored from a single forward pass over the prompt and the shared part; other
-        options get a sequence each. All sequences of all prompts go through in batches.
+        Each prompt (with the tokens its options all start with) goes through the model once;
+        the first distinct token of every option is read from that pass's last position.
+        Options longer than that (" (A)" is " (", "A", ")" for most tokenizers) continue from
+        the prompt's KV cache in one short second pass over all their remaining tokens. All
+        prompts go through in length-sorted batches, halved on running out of memory.
         """
         if not prompts:
             return []
         import torch
 
         encoded = self.encode(prompts)
-        jobs: list[tuple[int, list[int], list[tuple[int, list[int]]]]] = []
-        # Each job: (prompt index, sequence, [(option index, option token ids)]).
-        for index, (prompt_ids, opts) in enumerate(zip(encoded, options)):
+        jobs: list[_ScoreJob] = []
+        for index, (prompt_ids, opts) in enumerate(zip(encoded, options, strict=True)):
             option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
             if any(not ids for ids in option_ids):
                 raise CaitoolError("cannot score an empty option")
-            shared = _common_prefix(option_ids)
-            if all(len(ids) == len(shared) + 1 for ids in option_ids):
-                jobs.append((index, prompt_ids + shared, list(enumerate(option_ids))))
-            else:
-                for option_index, ids in enumerate(option_ids):
-                    jobs.append((index, prompt_ids + ids, [(option_index, ids)]))
-        scores = [[0.0] * len(opts) for opts in options]
-        size = max(1, self.max_batch_size)
-        for batch in self._sorted_batches([len(j[1]) for j in jobs], size):
-            sequences = [jobs[i][1] for i in batch]
-            ids, mask = self._pad_left(sequences)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = self.hf_model(input_ids=ids, attention_mask=mask,
-                                       position_ids=positions).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            width = ids.shape[1]
-            for row, job_index in enumerate(batch):
-                prompt_index, sequence, option_list = jobs[job_index]
-                for option_index, option_ids in option_list:
-                    # The option's tokens sit at the end of the sequence, or (shared-prefix
-                    # path) all but its last, which is read from the final position.
-                    in_sequence = len(option_ids) if len(option_list) == 1 else len(option_ids) - 1
-                    start = width - in_sequence
-                    total = 0.0
-                    for offset, token in enumerate(option_ids):
-                        position = start + offset - 1
-                        total += float(logprobs[row, position, token])
-                    scores[prompt_index][option_index] = total
+            if not option_ids:
+                continue
+            # Every option keeps at least one token of its own to be scored.
+            shared = _common_prefix(option_ids)[:min(len(ids) for ids in option_ids) - 1]
+            context = prompt_ids + shared
+            if not context:
+                raise CaitoolError("cannot score options after an empty prompt")
+            jobs.append(_ScoreJob(index, context, shared,
+                                  [ids[len(shared):] for ids in option_ids]))
+        scores: list[list[float]] = [[] for _ in prompts]
+        pending = list(self._sorted_batches([len(j.context) for j in jobs], self.max_batch_size))
+        while pending:
+            batch = pending.pop(0)
+            try:
+                results = self._score_batch([jobs[i] for i in batch])
+            except torch.OutOfMemoryError:
+                if len(batch) == 1:
+                    raise CaitoolError("out of memory scoring a single prompt; use a shorter "
+                                       "prompt or a smaller model") from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            for job_index, values in zip(batch, results, strict=True):
+                scores[jobs[job_index].prompt_index] = values
         return [OptionScores(s) for s in scores]
+
+    def _forward_kwargs(self, keep: int, cache: Any = None) -> dict[str, Any]:
+        """Ask for logits at the last ``keep`` positions only (over a long few-shot prompt the
+        full logits tensor, positions x vocabulary, would dwarf the activations), and pass a
+        KV cache under whichever name this model's forward takes."""
+        import inspect
+
+        params = getattr(self, "_forward_params", None)
+        if params is None:
+            params = self._forward_params = set(inspect.signature(self.hf_model.forward).parameters)
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if "logits_to_keep" in params else {}
+        if cache is not None:
+            kwargs["cache" if "cache" in params else "past_key_values"] = cache
+        return kwargs
+
+    def _score_batch(self, jobs: list[_ScoreJob]) -> list[list[float]]:
+        import torch
+
+        model = self.hf_model
+        ids, mask = self._pad_left([job.context for job in jobs])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        longest = max(len(tail) for job in jobs for tail in job.tails)
+        # The shared tokens end the context: their log-probabilities are read from the
+        # positions just before its end, so keep that many more positions' logits.
+        keep = max(len(job.shared) for job in jobs) + 1
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        use_cache=longest > 1, **self._forward_kwargs(keep))
+            first = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
+            results = []
+            for row, job in enumerate(jobs):
+                n = len(job.shared)
+                shared = sum(float(first[row, keep - 1 - n + i, token])
+                             for i, token in enumerate(job.shared))
+                results.append([shared + float(first[row, -1, tail[0]]) for tail in job.tails])
+            if longest == 1:
+                return results
+            # Second pass: the rest of every option, one row per (prompt, option), continuing
+            # from the prompt's cache repeated once per option.
+            per_prompt = max(len(job.tails) for job in jobs)
+            width = longest - 1
+            cache = out.past_key_values
+            if cache is None:
+                raise CaitoolError(f"model '{self.model}' returns no KV cache, so options "
+                                   "longer than one token cannot be scored")
+            cache.batch_repeat_interleave(per_prompt)
+            pad = self.tokenizer.pad_token_id
+            tail_ids = torch.full((len(jobs) * per_prompt, width), pad, dtype=torch.long)
+            tail_mask = torch.zeros_like(tail_ids)
+            for row, job in enumerate(jobs):
+                for k, tail in enumerate(job.tails):
+                    feed = tail[:-1]
+                    if feed:
+                        tail_ids[row * per_prompt + k, :len(feed)] = torch.tensor(feed)
+                        tail_mask[row * per_prompt + k, :len(feed)] = 1
+            tail_ids, tail_mask = tail_ids.to(ids.device), tail_mask.to(ids.device)
+            starts = mask.sum(-1).repeat_interleave(per_prompt)
+            tail_positions = starts[:, None] + torch.arange(width, device=ids.device)[None, :]
+            full_mask = torch.cat([mask.repeat_interleave(per_prompt, dim=0), tail_mask], dim=-1)
+            logits = model(input_ids=tail_ids, attention_mask=full_mask,
+                           position_ids=tail_positions, use_cache=False,
+                           **self._forward_kwargs(width, cache)).logits
+            rest = torch.log_softmax(logits[:, -width:].float(), dim=-1)
+            for row, job in enumerate(jobs):
+                for k, tail in enumerate(job.tails):
+                    for offset, token in enumerate(tail[1:]):
+                        results[row][k] += float(rest[row * per_prompt + k, offset, token])
+        return results
 
     def close(self) -> None:
         self._model = None
 
 
+@dataclass
+class _ScoreJob:
+    prompt_index: int
+    context: list[int]          # prompt tokens, then the tokens all options start with
+    shared: list[int]           # the tokens all options start with
+    tails: list[list[int]]      # each option's own tokens (at least one)
+
+
 def _common_prefix(sequences: list[list[int]]) -> list[int]:
     prefix: list[int] = []
-    for column in zip(*sequences):
+    for column in zip(*sequences, strict=False):
         if any(token != column[0] for token in column):
             break
         prefix.append(column[0])

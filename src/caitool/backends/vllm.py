@@ -1,0 +1,183 @@
+"""In-process vLLM (optional extra ``caitool[vllm]``; CUDA GPUs).
+
+Prompts are rendered and tokenized here, exactly as the hf backend does, and handed to
+``LLM.generate`` as token ids: chat and raw prompts, assistant prefixes and option scoring
+then behave the same on both backends. Prefix caching stays on, so the few-shot examples
+that open every critique prompt are computed once. Option scores are the summed
+``prompt_logprobs`` of each option's tokens after the prompt.
+
+The functions above the class turn caitool requests into vLLM's inputs and read its outputs
+back; they need only a tokenizer and are tested without vLLM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from typing import Any
+
+from caitool.backends.base import Backend, OptionScores, Prompt, SamplingParams
+from caitool.backends.hf import cut_at_stop
+from caitool.errors import CaitoolError
+
+INSTALL_HINT = "pip install 'caitool[vllm]' (vLLM 0.27.1; needs a CUDA GPU)"
+# Extra keyword arguments for vllm.LLM, as a JSON object (gpu_memory_utilization, ...).
+LLM_ARGS_ENV = "CAITOOL_VLLM_ARGS"
+
+
+def render(tokenizer: Any, prompt: Prompt) -> str:
+    if not prompt.is_chat:
+        return prompt.text or ""
+    if not getattr(tokenizer, "chat_template", None):
+        raise CaitoolError("the model has no chat template; use --format raw")
+    text = tokenizer.apply_chat_template(prompt.message_dicts(), add_generation_prompt=True,
+                                         tokenize=False)
+    return text + prompt.assistant_prefix
+
+
+def encode(tokenizer: Any, prompts: list[Prompt]) -> list[list[int]]:
+    """Token ids of each prompt. A chat template writes its own special tokens; a raw
+    transcript gets the tokenizer's (a BOS token, for most models)."""
+    return [list(tokenizer(render(tokenizer, p), add_special_tokens=not p.is_chat)["input_ids"])
+            for p in prompts]
+
+
+def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """caitool's sampling settings as ``vllm.SamplingParams`` keyword arguments."""
+    greedy = params.temperature <= 0
+    kwargs: dict[str, Any] = {
+        "n": max(1, params.n),
+        "temperature": 0.0 if greedy else params.temperature,
+        "top_p": 1.0 if greedy else params.top_p,
+        "max_tokens": params.max_new_tokens,
+        "skip_special_tokens": True,
+    }
+    if params.stop:
+        kwargs["stop"] = list(params.stop)
+    if params.seed is not None:
+        kwargs["seed"] = params.seed
+    return kwargs
+
+
+def token_prompts(encoded: list[list[int]]) -> list[dict[str, list[int]]]:
+    """vLLM's ``TokensPrompt`` form."""
+    return [{"prompt_token_ids": ids} for ids in encoded]
+
+
+def completion_texts(output: Any, stop: list[str]) -> list[str]:
+    """The texts of one ``RequestOutput``, cut and stripped as the hf backend's are."""
+    return [cut_at_stop(completion.text, stop).strip() for completion in output.outputs]
+
+
+def scoring_jobs(prompt_ids: list[list[int]], option_ids: list[list[list[int]]]
+                 ) -> list[tuple[int, int, list[int], int]]:
+    """One sequence per (prompt, option): (prompt index, option index, prompt + option
+    tokens, where the option starts)."""
+    jobs = []
+    for index, (ids, options) in enumerate(zip(prompt_ids, option_ids, strict=True)):
+        for option_index, option in enumerate(options):
+            if not option:
+                raise CaitoolError("cannot score an empty option")
+            jobs.append((index, option_index, list(ids) + list(option), len(ids)))
+    return jobs
+
+
+def option_logprob(prompt_logprobs: Any, sequence: list[int], start: int) -> float:
+    """Sum of the log-probabilities of ``sequence[start:]`` from vLLM's ``prompt_logprobs``
+    (per position, a mapping from token id to an object with ``.logprob``)."""
+    if start < 1:
+        raise CaitoolError("an option cannot be scored without a prompt before it")
+    total = 0.0
+    for position in range(start, len(sequence)):
+        entry = prompt_logprobs[position][sequence[position]]
+        total += float(getattr(entry, "logprob", entry))
+    return total
+
+
+def llm_kwargs(model: str, tensor_parallel_size: int, dtype: str,
+               extra: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"model": model, "tensor_parallel_size": tensor_parallel_size,
+                              "dtype": dtype, "enable_prefix_caching": True}
+    if extra:
+        try:
+            more = json.loads(extra)
+        except json.JSONDecodeError as exc:
+            raise CaitoolError(f"{LLM_ARGS_ENV} must be a JSON object ({exc.msg})") from None
+        if not isinstance(more, dict):
+            raise CaitoolError(f"{LLM_ARGS_ENV} must be a JSON object")
+        kwargs.update(more)
+    return kwargs
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, model: str, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 **options: Any):
+        super().__init__(model, **options)
+        if importlib.util.find_spec("vllm") is None:
+            raise CaitoolError(f"the vllm backend needs vLLM: {INSTALL_HINT}")
+        if tensor_parallel_size < 1:
+            raise CaitoolError("--tensor-parallel-size must be at least 1")
+        if dtype not in ("auto", "float32", "bfloat16", "float16", "half"):
+            raise CaitoolError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)")
+        self.kwargs = llm_kwargs(model, tensor_parallel_size, dtype,
+                                 os.environ.get(LLM_ARGS_ENV))
+        self._llm = None
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from vllm import LLM
+
+            try:
+                self._llm = LLM(**self.kwargs)
+            except (OSError, ValueError, RuntimeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise CaitoolError(f"vLLM cannot load '{self.model}': {first}") from None
+        return self._llm
+
+    @property
+    def tokenizer(self):
+        return self.llm.get_tokenizer()
+
+    def default_format(self) -> str:
+        return "chat" if getattr(self.tokenizer, "chat_template", None) else "raw"
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"backend": self.name, "model": self.model}
+        if self.kwargs["tensor_parallel_size"] > 1:
+            info["tensor_parallel_size"] = self.kwargs["tensor_parallel_size"]
+        return info
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
+        if not prompts:
+            return []
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        encoded = encode(self.tokenizer, prompts)
+        outputs = self.llm.generate(token_prompts(encoded),
+                                    VLLMSamplingParams(**sampling_kwargs(params)), use_tqdm=False)
+        return [completion_texts(output, params.stop) for output in outputs]
+
+    def score(self, prompts: list[Prompt], options: list[list[str]]) -> list[OptionScores]:
+        if not prompts:
+            return []
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        tokenizer = self.tokenizer
+        option_ids = [[list(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in opts]
+                      for opts in options]
+        jobs = scoring_jobs(encode(tokenizer, prompts), option_ids)
+        # One token is generated and ignored; the prompt's own log-probabilities are the point.
+        params = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self.llm.generate(token_prompts([job[2] for job in jobs]), params,
+                                    use_tqdm=False)
+        scores = [[0.0] * len(opts) for opts in options]
+        for (index, option_index, sequence, start), output in zip(jobs, outputs, strict=True):
+            scores[index][option_index] = option_logprob(output.prompt_logprobs, sequence, start)
+        return [OptionScores(s) for s in scores]
+
+    def close(self) -> None:
+        self._llm = None

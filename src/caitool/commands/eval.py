@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from caitool import console
+from caitool.errors import CaitoolError
+from caitool.options import ModelFlags, command
+
+NAME = "eval"
+EXAMPLE = """    caitool generate -m ./sft < examples/red_team.jsonl > sft.jsonl
+    caitool generate -m ./rl  < examples/red_team.jsonl > rl.jsonl
+    caitool eval -m ./judge sft.jsonl rl.jsonl > summary.json
+    caitool eval -m ./judge base.jsonl sft.jsonl rl.jsonl --principles 4 --plot elo.png"""
+
+DIMENSIONS = ("harmlessness", "helpfulness")
+
+
+Text = str | None
+
+
+@command
+def command(
+    files: Annotated[list[str], typer.Argument(
+        help="Two or more JSONL files of system responses ({id, prompt, response}), "
+             "joined on id.", show_default=False)],
+    harmless_constitution: Annotated[str, typer.Option(
+        "--harmless-constitution",
+        help="Constitution whose comparison principles judge harmlessness.")] = "harmless",
+    helpful_constitution: Annotated[str, typer.Option(
+        "--helpful-constitution",
+        help="Constitution whose comparison principles judge helpfulness.")] = "helpful",
+    only: Annotated[Text, typer.Option(
+        "--only", help="Judge one dimension only: harmlessness or helpfulness.")] = None,
+    principles: Annotated[int, typer.Option(
+        "--principles", help="Comparison principles sampled per prompt and averaged (K).")] = 1,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed for principle sampling and the bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(
+        "--bootstrap", help="Bootstrap resamples for confidence intervals (0: none).")] = 1000,
+    names: Annotated[Text, typer.Option(
+        "--names",
+        help="Comma-separated system names, one per file (default: the file stems).")] = None,
+    reference: Annotated[Text, typer.Option(
+        "--reference", help="The system whose Elo is 0 (default: the first).")] = None,
+    plot: Annotated[Text, typer.Option(
+        "--plot", help="Draw harmlessness Elo against helpfulness Elo into FILE.png "
+                       "(needs caitool[plot]).")] = None,
+    output: Annotated[Text, typer.Option(
+        "-o", "--output", help="Write the JSON summary to FILE instead of stdout.")] = None,
+    judgments: Annotated[Text, typer.Option(
+        "--judgments", help="Also write every prompt's judgment to FILE (JSONL).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Prompt pairs per judging batch.")] = 16,
+    model: ModelFlags = None,
+) -> None:
+    """Compare systems' responses to the same prompts for harmlessness and helpfulness.
+
+    Every pair of systems is judged on the prompts both answered, in both orders, under the
+    comparison principles of the two constitutions. Prints a JSON summary on stdout (win rates
+    with bootstrap confidence intervals per pair, Elo scores per system) and tables on stderr.
+    """
+    from caitool import constitution as constitutions
+    from caitool import evalreport, evaluation, pairwise
+    from caitool.jsonl import RecordWriter
+
+    if len(files) < 2:
+        raise CaitoolError("give at least two files of system responses to compare")
+    if files.count("-") > 1:
+        raise CaitoolError("only one of the files can be - (stdin)")
+    if principles < 1:
+        raise CaitoolError("--principles must be at least 1")
+    if bootstrap < 0:
+        raise CaitoolError("--bootstrap must be 0 or more")
+    if batch_size < 1:
+        raise CaitoolError("--batch-size must be at least 1")
+    if only is not None and only not in DIMENSIONS:
+        raise CaitoolError(f"--only must be harmlessness or helpfulness, not '{only}'")
+    dimensions = [only] if only else list(DIMENSIONS)
+    if plot and only:
+        raise CaitoolError("--plot needs both dimensions (drop --only)")
+    if names is None:
+        labels = pairwise.default_names(files)
+    else:
+        labels = [name.strip() for name in names.split(",")]
+        if len(labels) != len(files) or not all(labels):
+            raise CaitoolError(f"--names needs {len(files)} comma-separated names, one per file")
+        if len(set(labels)) != len(labels):
+            raise CaitoolError("--names must be unique")
+    if reference is not None and reference not in labels:
+        raise CaitoolError(f"--reference '{reference}' is not one of: {', '.join(labels)}")
+    rules = {}
+    for dimension, name in (("harmlessness", harmless_constitution),
+                            ("helpfulness", helpful_constitution)):
+        if dimension in dimensions:
+            rules[dimension] = constitutions.load(name)
+            rules[dimension].require_comparisons()
+    if plot:
+        evalreport.require_matplotlib()
+
+    systems = [pairwise.load_system(path, label) for path, label in zip(files, labels, strict=True)]
+    pairs = pairwise.pairs(systems)
+
+    try:
+        from caitool.judge import JudgeSettings
+    except ImportError:
+        raise CaitoolError("judging is not available in this installation") from None
+    backend = model.create_backend()
+    fmt = backend.default_format() if model.format == "auto" else model.format
+    settings = JudgeSettings(both_orders=True, principles=principles, seed=seed, fmt=fmt)
+
+    outcomes: dict[str, list[evaluation.Outcome]] = {}
+    total = sum(len(ids) for _, _, ids in pairs)
+    for dimension in dimensions:
+        outcomes[dimension] = []
+        with console.progress(f"judging {dimension}", total) as advance:
+            for a, b, ids in pairs:
+                outcomes[dimension] += pairwise.judge_pair(
+                    backend, rules[dimension], a, b, ids, settings, batch_size, advance)
+        console.info(NAME, f"judged {dimension} on {total} prompt pairs")
+
+    summary = evaluation.summarize(labels, outcomes, samples=bootstrap, seed=seed,
+                                   reference=reference)
+    summary["files"] = {system.name: system.path for system in systems}
+    summary["judge"] = {**backend.describe(), "format": fmt, "principles": principles,
+                        "both_orders": True, "seed": seed,
+                        "constitutions": {d: rules[d].name for d in dimensions}}
+
+    if judgments:
+        with RecordWriter(judgments) as writer:
+            for dimension, judged in outcomes.items():
+                writer.write({"dimension": dimension, **o.to_dict()} for o in judged)
+    if plot:
+        evalreport.plot(summary, plot)
+        console.info(NAME, f"wrote {plot}")
+    if not console.quiet():
+        evalreport.print_tables(console.stderr, summary, dimensions)
+    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise CaitoolError(f"{output}: {exc.strerror or exc}") from None
+    else:
+        typer.echo(text, nl=False)
