@@ -186,3 +186,23 @@ def test_config_file_then_flags(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(CaitoolError, match="expected a mapping"):
         configs.build(SFTConfig, flags(config=str(path)), "o", {})
+
+
+def test_soft_label_loss():
+    import torch
+    import torch.nn.functional as F
+
+    from caitool.training.reward import soft_pair_loss
+
+    chosen, rejected = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    d = chosen - rejected
+    ones = torch.ones(3)
+    # p = 1 is TRL's pairwise loss, margin included.
+    assert torch.allclose(soft_pair_loss(chosen, rejected, ones, 0.3), -F.logsigmoid(d - 0.3).mean())
+    # p = 0.5 pulls the two rewards together: the loss is smallest where they are equal.
+    gaps = torch.linspace(-3, 3, 61)
+    losses = [soft_pair_loss(g.reshape(1), torch.zeros(1), torch.tensor([0.5])).item() for g in gaps]
+    assert abs(gaps[losses.index(min(losses))].item()) < 1e-6
+    # p = 0.8 is best at the gap whose sigmoid is 0.8.
+    losses = [soft_pair_loss(g.reshape(1), torch.zeros(1), torch.tensor([0.8])).item() for g in gaps]
+    assert abs(gaps[losses.index(min(losses))].item() - torch.logit(torch.tensor(0.8)).item()) < 0.1

@@ -6,17 +6,8 @@ import json
 
 import pytest
 
-from conftest import caitool, jsonl, records
-from train_helpers import (
-    FAST,
-    PROMPTS,
-    build_chain,
-    logprob_margins,
-    metrics,
-    preference_rows,
-    series,
-    write,
-)
+from conftest import caitool
+from train_helpers import FAST, PROMPTS, build_chain, generate, logprob_margins, metrics, preference_rows, series, write
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +32,8 @@ def test_dpo_margin_grows(chain, tmp_path):
     assert len(margins) == 12 and mean(margins[-3:]) > mean(margins[:3]) + 0.2, margins
 
     held_out = preference_rows(16, seed=5)
-    before, after = mean(logprob_margins(chain["sft"], held_out)), mean(logprob_margins(out, held_out))
+    before = mean(logprob_margins(chain["sft"], held_out))
+    after = mean(logprob_margins(out, held_out))
     assert after > before + 2, (before, after)
     assert json.loads((out / "caitool_training.json").read_text())["pairs"] == 47
-
-    answers = records(caitool("generate", "-m", out, "--max-new-tokens", "10",
-                              input=jsonl([{"prompt": PROMPTS[0]}])).stdout)
-    assert isinstance(answers[0]["response"], str)
+    assert "kind" in generate(out, PROMPTS[0])[0]

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from conftest import caitool, jsonl, records
-from train_helpers import PROMPTS, build_chain, metrics, series, write
+from conftest import caitool
+from train_helpers import PROMPTS, build_chain, generate, metrics, series, write
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +37,7 @@ def test_ppo_raises_the_reward(chain, tmp_path):
     assert summary["value_model"] == str(chain["rm"]) and summary["missing_eos_penalty"] == 1.0
 
     # The policy is an ordinary causal LM directory that generates, now mostly "kind".
-    answers = records(caitool("generate", "-m", out, "-n", "4", "--max-new-tokens", "10",
-                              "--temperature", "0.7",
-                              input=jsonl([{"prompt": p} for p in PROMPTS])).stdout)
-    texts = [text for record in answers for text in record["responses"]]
+    texts = [t for p in PROMPTS[:4] for t in generate(out, p, n=4, temperature=0.7)]
     assert sum("kind" in t for t in texts) > sum("toxic" in t for t in texts), texts
 
 

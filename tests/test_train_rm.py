@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import caitool
-from train_helpers import FAST, build_chain, metrics, preference_rows, write
+from train_helpers import FAST, build_chain, metrics, preference_rows, reward, write
 
 
 @pytest.fixture(scope="session")
@@ -27,21 +27,13 @@ def test_reward_model_learns_the_marker(chain):
     assert summary["labels"] == "soft" and summary["heldout_accuracy"] == report["heldout_accuracy"]
 
     # The directory is an ordinary one-output classifier that scores new text.
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(chain["rm"])
-    model = AutoModelForSequenceClassification.from_pretrained(chain["rm"]).eval()
-    assert model.config.num_labels == 1 and tokenizer.pad_token is not None
-
-    def score(reply):
-        chat = [{"role": "user", "content": "Tell me about the park."},
-                {"role": "assistant", "content": reply}]
-        ids = tokenizer.apply_chat_template(chat, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            return model(**ids).logits[0, 0].item()
-
-    assert score("people went for a kind walk") > score("people went for a toxic walk")
+    assert AutoConfig.from_pretrained(chain["rm"]).num_labels == 1
+    assert AutoTokenizer.from_pretrained(chain["rm"]).pad_token is not None
+    prompt = "Tell me about the park."
+    assert reward(chain["rm"], prompt, "people went for a kind walk") > \
+        reward(chain["rm"], prompt, "people went for a toxic walk")
 
 
 def test_soft_labels_of_one_half_teach_no_preference(chain, tmp_path):
@@ -61,13 +53,17 @@ def test_hard_labels_margin_and_long_pairs_are_truncated_not_dropped(chain, tmp_
     rows[0]["prompt"] = "Tell me a story about a brave dog. " * 20
     rows[1]["margin"] = 2.0
     data = write(tmp_path / "prefs.jsonl", rows)
-    result = caitool("train-rm", data, "-m", chain["tiny"], "-o", tmp_path / "rm",
+    out = tmp_path / "rm"
+    result = caitool("train-rm", data, "-m", chain["tiny"], "-o", out,
                      "--labels", "hard", "--margin", "0.5", "--max-length", "48",
-                     "--max-steps", "1", "--eval-split", "0", *FAST)
+                     "--max-steps", "1", "--eval-split", "0", "--lora", "--save-adapter", *FAST)
     err = result.stderr.decode()
     assert "1 training pair(s) longer than 48 tokens were cut" in err
     assert "12 training pairs, 0 held out (hard labels" in err
     assert "no held-out pairs" in err
+    # A LoRA adapter for a classifier keeps its new score head beside the adapter.
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_CLS" and "score" in (adapter["modules_to_save"] or [])
     error = caitool("train-rm", data, "-m", chain["tiny"], "-o", tmp_path / "rm2",
                     "--max-length", "48", "--too-long", "error", check=False)
     assert error.returncode != 0 and "over --max-length 48" in error.stderr.decode()

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from conftest import caitool, jsonl, records
-from train_helpers import FAST, TAUGHT_ANSWER, TAUGHT_PROMPT, build_chain, metrics, series, write
+from conftest import caitool
+from train_helpers import FAST, TAUGHT_ANSWER, TAUGHT_PROMPT, build_chain, generate, metrics, series, write
 
 
 @pytest.fixture(scope="session")
@@ -23,15 +23,9 @@ def test_loss_falls_and_the_taught_answer_comes_back(chain):
     losses = series(lines, "loss")
     assert len(losses) == 40 and all(line["command"] == "train-sft" for line in lines)
     assert losses[-1] < losses[0] / 4, losses
-    answers = records(caitool("generate", "-m", chain["sft"], "--temperature", "0",
-                              "--max-new-tokens", "16",
-                              input=jsonl([{"prompt": TAUGHT_PROMPT}])).stdout)
-    assert answers[0]["response"] == TAUGHT_ANSWER
-    # Untrained, the same model says something else.
-    before = records(caitool("generate", "-m", chain["tiny"], "--temperature", "0",
-                             "--max-new-tokens", "16",
-                             input=jsonl([{"prompt": TAUGHT_PROMPT}])).stdout)
-    assert before[0]["response"] != TAUGHT_ANSWER
+    # Greedy decoding of the saved directory, loaded with plain transformers.
+    assert generate(chain["sft"], TAUGHT_PROMPT) == [TAUGHT_ANSWER]
+    assert generate(chain["tiny"], TAUGHT_PROMPT) != [TAUGHT_ANSWER]  # it was not there before
     summary = json.loads((chain["sft"] / "caitool_training.json").read_text())
     assert summary["command"] == "train-sft" and summary["examples"] == 63
 
@@ -53,27 +47,21 @@ def test_all_rounds_raw_format_checkpoints_and_resume(tmp_path, tiny_model):
     caitool("train-sft", *common, "--max-steps", "4", "--resume")
     steps = [line["step"] for line in metrics(log.read_bytes()) if "loss" in line]
     assert steps == [1, 2, 3, 4]  # the second run went on from step 2, appending
-    assert (out / "checkpoints" / "checkpoint-4").is_dir()
-    answer = records(caitool("generate", "-m", out, "--format", "raw", "--max-new-tokens", "4",
-                             input=jsonl([{"prompt": "Say hi."}])).stdout)
-    assert isinstance(answer[0]["response"], str)
+    assert (out / "checkpoints" / "checkpoint-4").is_dir() and (out / "model.safetensors").exists()
 
 
-def test_lora_merged_or_as_adapter(tmp_path, tiny_model):
+def test_lora_merged_on_save(tmp_path, tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     data = write(tmp_path / "d.jsonl", [{"prompt": "Say hi.", "response": "Hi."}] * 4)
-    merged, adapter = tmp_path / "merged", tmp_path / "adapter"
-    for out, extra in ((merged, []), (adapter, ["--save-adapter"])):
-        caitool("train-sft", data, "-m", tiny_model, "-o", out, "--lora", "--lora-r", "4",
-                "--max-steps", "2", "--batch-size", "2", *FAST, *extra)
+    merged = tmp_path / "merged"
+    caitool("train-sft", data, "-m", tiny_model, "-o", merged, "--lora", "--lora-r", "4",
+            "--max-steps", "2", "--batch-size", "2", *FAST)
     assert not (merged / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert AutoTokenizer.from_pretrained(merged).pad_token == "<|pad|>"
     assert not any("lora" in name for name, _ in model.named_parameters())
     assert json.loads((merged / "caitool_training.json").read_text())["lora"]["r"] == 4
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["r"] == 4 and (adapter / "adapter_model.safetensors").exists()
 
 
 def test_accelerate_launch_with_two_cpu_processes(tmp_path, tiny_model):

@@ -116,3 +116,38 @@ def logprob_margins(model_dir: Path, rows: list[dict]) -> list[float]:
         return logits.log_softmax(-1).gather(1, torch.tensor(tail)[:, None]).sum().item()
 
     return [logprob(r["prompt"], r["chosen"]) - logprob(r["prompt"], r["rejected"]) for r in rows]
+
+
+def generate(model_dir: Path, prompt: str, n: int = 1, temperature: float = 0.0,
+             max_new_tokens: int = 16, seed: int = 0) -> list[str]:
+    """Answers from a trained directory, loaded with plain transformers as any user would."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                        add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)
+    torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False}
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                             pad_token_id=tokenizer.pad_token_id, **sampling)
+    return tokenizer.batch_decode(out[:, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def reward(model_dir: Path, prompt: str, reply: str) -> float:
+    """A reward model's score for a reply, on the sequence it is trained on and PPO gives it:
+    the prompt as the policy sees it, the reply, the end-of-sequence token."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from caitool.training.data import prompt_ids, response_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    messages = [{"role": "user", "content": prompt}]
+    ids = prompt_ids(tokenizer, messages, "chat") + response_ids(tokenizer, reply, "chat")
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, 0].item()

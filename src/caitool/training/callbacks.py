@@ -88,7 +88,8 @@ class ProgressCallback(TrainerCallback):
             return
         shown = [f"{key.split('/')[-1]} {logs[key]:.4g}" for key in self.SHOWN
                  if isinstance(logs.get(key), (int, float))]
-        self.bar.update(self.task, status="  ".join(shown))
+        if shown:
+            self.bar.update(self.task, status="  ".join(shown))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

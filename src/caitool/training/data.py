@@ -10,6 +10,7 @@ generate`` renders prompts, so a trained model is asked questions the way it was
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ def read_records(command: str, paths: list[str], validate: Callable[[Record], st
         console.warn(command, f"skipped {error}")
 
     for path in paths or ["-"]:
+        if path == "-" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise CaitoolError("under accelerate launch or torchrun, name the input files: "
+                               "stdin reaches one process only")
         for _, record in iter_records(path, validate, skip_invalid=skip_invalid, on_skip=skipped):
             records.append(record)
     if not records:

@@ -116,11 +116,12 @@ def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
                         ("response_length", max_new_tokens), ("temperature", temperature)):
         if value is not None:
             extra[name] = value
-    settings = configs.build(
-        PPOConfig, flags, str(out / CHECKPOINTS),
-        {"stop_token": "eos", "missing_eos_penalty": 1.0, "num_sample_generations": 0,
-         "response_length": 64},
-        flag_fields=PPO_FLAG_FIELDS, extra=extra)
+    defaults: dict[str, Any] = {"stop_token": "eos", "missing_eos_penalty": 1.0,
+                                "num_sample_generations": 0, "response_length": 64}
+    if flags.config and "stop_token_id" in configs.load_yaml(flags.config):
+        del defaults["stop_token"]  # TRL takes one or the other
+    settings = configs.build(PPOConfig, flags, str(out / CHECKPOINTS), defaults,
+                             flag_fields=PPO_FLAG_FIELDS, extra=extra)
     args = settings.args
     if args.stop_token is None and args.stop_token_id is None:
         console.warn(command, "no stop token (stop_token and stop_token_id unset): responses are "
@@ -153,6 +154,14 @@ def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
 
     world = PartialState().num_processes
     rollout = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    fitting = len(rows) // (world * args.gradient_accumulation_steps)
+    if len(rows) < rollout * world and fitting >= 1 \
+            and "per_device_train_batch_size" not in settings.values:
+        # Only TRL's default batch size was in the way: a few prompts still make a run.
+        console.warn(command, f"only {len(rows)} prompts: batch size {fitting} instead of "
+                              f"{args.per_device_train_batch_size}")
+        args.per_device_train_batch_size = fitting
+        rollout = fitting * args.gradient_accumulation_steps
     if len(rows) < rollout * world:
         raise CaitoolError(
             f"{len(rows)} prompts cannot fill one rollout batch of {rollout * world} "
