@@ -90,7 +90,44 @@ class SamplingFlags:
             raise CaitoolError("--top-p must be in (0, 1]")
 
 
-GROUPS = (StreamFlags, ModelFlags, SamplingFlags)
+@dataclass
+class TrainFlags:
+    """Flags every training command shares. A knob left unset (None) keeps the value from
+    --config, or else the TRL config's own default."""
+
+    model: str | None = flag(None, "-m", "--model", help="Model to start from: a local directory or a hub id.")
+    output: str | None = flag(None, "-o", "--output",
+                              help="Directory to write the trained model (and checkpoints/) to.")
+    config: str | None = flag(None, "--config",
+                              help="YAML file of TRL config fields (flags win over it); a 'lora' mapping "
+                                   "holds LoRA settings.")
+    epochs: float | None = flag(None, "--epochs", help="Passes over the data (TRL's num_train_epochs).")
+    max_steps: int | None = flag(None, "--max-steps",
+                                 help="Stop after this many optimizer steps (PPO: rollout batches); overrides "
+                                      "--epochs.")
+    learning_rate: float | None = flag(None, "--learning-rate", help="Peak learning rate.")
+    batch_size: int | None = flag(None, "--batch-size", help="Examples per device per step.")
+    gradient_accumulation_steps: int | None = flag(None, "--gradient-accumulation-steps",
+                                                   help="Steps to accumulate before each optimizer update.")
+    max_length: int | None = flag(None, "--max-length", help="Most tokens per example (PPO: per prompt).")
+    format: str = flag("auto", "--format",
+                       help="Prompt format: chat (the model's chat template), raw (Human:/Assistant: "
+                            "transcript), or auto.")
+    seed: int | None = flag(None, "--seed", help="Seed for initialisation, shuffling and sampling.")
+    logging_steps: float | None = flag(None, "--logging-steps", help="Write a metrics line every N steps.")
+    save_steps: float | None = flag(None, "--save-steps", help="Save a checkpoint to OUTPUT/checkpoints every N steps.")
+    metrics: str = flag("-", "--metrics", help="Where to write metrics as JSONL: a file, or - for stdout.")
+    resume: bool = flag(False, "--resume", help="Continue from the latest checkpoint in OUTPUT/checkpoints.")
+    resume_from: str | None = flag(None, "--resume-from", help="Continue from this checkpoint directory.")
+    skip_invalid: bool = flag(False, "--skip-invalid", help="Report and skip bad input lines instead of stopping.")
+    lora: bool = flag(False, "--lora", help="Train a LoRA adapter (peft) instead of all weights.")
+    lora_r: int | None = flag(None, "--lora-r", help="LoRA rank (default 16).")
+    lora_alpha: int | None = flag(None, "--lora-alpha", help="LoRA alpha (default 32).")
+    save_adapter: bool = flag(False, "--save-adapter",
+                              help="With --lora: save the adapter alone instead of merging it into the weights.")
+
+
+GROUPS = (StreamFlags, ModelFlags, SamplingFlags, TrainFlags)
 
 
 def command(fn):

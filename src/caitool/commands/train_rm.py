@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from caitool.commands.train_sft import Inputs
+from caitool.options import TrainFlags, command
+
+NAME = "train-rm"
+EXAMPLE = """    caitool train-rm prefs.jsonl -m ./sft -o ./rm --epochs 1
+    caitool train-rm prefs.jsonl -m ./sft -o ./rm --labels hard --margin 0.5"""
+
+
+@command
+def command(
+    inputs: Inputs = None,
+    labels: Annotated[str, typer.Option(
+        "--labels", help="soft: learn p_chosen itself; hard: chosen beats rejected; auto: soft "
+                         "when the data has p_chosen.")] = "auto",
+    margin: Annotated[float | None, typer.Option(
+        "--margin", help="Margin the preferred answer must win by (a record's 'margin' wins).")] = None,
+    eval_split: Annotated[float, typer.Option(
+        "--eval-split", help="Fraction of prompts held out to measure pairwise accuracy.")] = 0.1,
+    eval_file: Annotated[list[str] | None, typer.Option(
+        "--eval-file", help="Held-out preference records (instead of --eval-split).")] = None,
+    too_long: Annotated[str, typer.Option(
+        "--too-long", help="Pairs over --max-length: truncate (keep the end, where the score is "
+                           "read), skip, or error. Each is reported.")] = "truncate",
+    train: TrainFlags = None,
+) -> None:
+    """Train a reward (preference) model: a one-output sequence classifier, from preference records.
+
+    With soft labels (p_chosen, as 'caitool compare' writes) the loss is the cross-entropy
+    against p, so a tie teaches no preference. Starts from a causal or classifier checkpoint
+    (a causal one gets a new score head). Reports held-out pairwise accuracy.
+    """
+    from caitool.training.run import train_rm
+
+    train_rm(NAME, inputs or ["-"], train, labels=labels, margin=margin, eval_split=eval_split,
+             eval_inputs=eval_file, too_long=too_long)

@@ -1,0 +1,111 @@
+"""Trainer callbacks: metrics as JSONL (data), a rich progress bar on stderr (for people).
+
+Both act on the main process only, so ``accelerate launch`` with several processes still
+writes one metrics line per logging step and draws one bar.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, TextIO
+
+from transformers import TrainerCallback
+
+from caitool import console
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: a non-finite number becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+class MetricsCallback(TrainerCallback):
+    """One JSON object per logging step: ``{"command", "step", "epoch", <TRL's metrics>}``."""
+
+    def __init__(self, command: str, stream: TextIO):
+        self.command = command
+        self.stream = stream
+        self.lines: list[dict[str, Any]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = {"command": self.command, "step": state.global_step,
+                "epoch": None if state.epoch is None else round(float(state.epoch), 4)}
+        line.update({key: _clean(value) for key, value in logs.items()})
+        self.write(line)
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.lines.append(line)
+        self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich progress bar with the latest loss (or PPO score) on stderr, when it is a terminal."""
+
+    SHOWN = ("loss", "objective/scores", "objective/kl", "accuracy", "rewards/margins")
+
+    def __init__(self, description: str):
+        self.description = description
+        self.bar = None
+        self.task = None
+
+    def _active(self, state) -> bool:
+        return state.is_world_process_zero and not console.quiet() and sys.stderr.isatty()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self._active(state):
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[status]}"), console=console.stderr)
+        self.bar.start()
+        self.task = self.bar.add_task(self.description, total=state.max_steps or None,
+                                      completed=state.global_step, status="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=state.global_step, total=state.max_steps or None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        shown = [f"{key.split('/')[-1]} {logs[key]:.4g}" for key in self.SHOWN
+                 if isinstance(logs.get(key), (int, float))]
+        if shown:
+            self.bar.update(self.task, status="  ".join(shown))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(self.task, completed=state.global_step)
+            self.bar.stop()
+            self.bar = None
+
+
+def install(trainer, command: str, stream: TextIO, description: str) -> MetricsCallback:
+    """Replace transformers' own progress/printing callbacks (which write to stdout) with ours."""
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
+
+    trainer.remove_callback(HFProgress)
+    trainer.remove_callback(PrinterCallback)
+    metrics = MetricsCallback(command, stream)
+    trainer.add_callback(metrics)
+    trainer.add_callback(ProgressCallback(description))
+    return metrics

@@ -1,0 +1,245 @@
+"""The paper's RL stage: PPO of a policy against a reward model, with TRL's PPOTrainer.
+
+TRL 1.12 is the last release with PPO (``trl.experimental.ppo``). It hands the reward model
+the policy's token ids, so both must share one tokenizer: that is checked up front. The
+reward for a response is the reward model's score minus ``kl_coef`` times the per-token KL to
+the starting policy (TRL's ``objective/kl`` metric). Generation stops at the tokenizer's
+end-of-sequence token, the response is cut there before it is scored, and a response that
+never ends loses ``missing_eos_penalty`` from its score, so running on to the length limit
+is never a way to collect reward. The value model starts from the reward model (its weights
+already read a response's quality), unless another is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from caitool import console
+from caitool.errors import CaitoolError
+from caitool.training import config as configs
+from caitool.training import data
+from caitool.training.run import (
+    CHECKPOINTS,
+    _checkpoint,
+    _first_line,
+    _load_tokenizer,
+    _quiet_libraries,
+    _save,
+    _session,
+)
+
+VALUE_DIR = "value_model"
+PPO_FLAG_FIELDS = {k: v for k, v in configs.FLAG_FIELDS.items()
+                   if k not in ("max_length", "max_steps")}
+
+
+def check_same_tokenizer(policy_tok, other_tok, policy: str, other: str, role: str) -> None:
+    """PPO scores the policy's token ids with the other model: their vocabularies must agree."""
+    mine, theirs = policy_tok.get_vocab(), other_tok.get_vocab()
+    if mine != theirs:
+        differ = sum(1 for token, i in mine.items() if theirs.get(token) != i)
+        raise CaitoolError(
+            f"the {role} '{other}' has a different tokenizer from the policy '{policy}' "
+            f"({len(theirs)} vs {len(mine)} tokens, {differ} of the policy's tokens map "
+            f"differently): PPO gives the {role} the policy's token ids, so both must share one "
+            f"tokenizer (train the reward model from the policy: caitool train-rm -m {policy})")
+    for name in ("eos_token_id", "pad_token_id"):
+        a, b = getattr(policy_tok, name), getattr(other_tok, name)
+        if b is not None and a != b:
+            raise CaitoolError(f"the {role} '{other}' has {name} {b}, the policy '{policy}' "
+                               f"has {a}: they must share one tokenizer")
+
+
+def _check_reward_config(path: str) -> None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CaitoolError(f"cannot load the reward model '{path}': {_first_line(exc)}") from None
+    architectures = getattr(config, "architectures", None) or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures) \
+            or getattr(config, "num_labels", None) != 1:
+        raise CaitoolError(
+            f"'{path}' is not a reward model (a sequence-classification model with one output); "
+            "train one with caitool train-rm")
+
+
+class _Continue(TrainerCallback):
+    """Keeps checkpoints resumable: saves the value model beside the policy in each
+    checkpoint, and on a resumed run counts steps on from where the checkpoint left off."""
+
+    def __init__(self, done_steps: int = 0, done_episodes: int = 0):
+        self.trainer = None
+        self.done_steps, self.done_episodes = done_steps, done_episodes
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # PPOTrainer resets the counters just before this call.
+        state.global_step = self.done_steps
+        state.episode = self.done_episodes
+        state.max_steps = self.done_steps + args.num_total_batches
+
+    def on_save(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer is None or not trainer.accelerator.is_main_process:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            value = trainer.accelerator.unwrap_model(trainer.model).value_model
+            value.save_pretrained(checkpoint / VALUE_DIR)
+
+
+def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
+              value_model: str | None = None, kl_coef: float | None = None,
+              missing_eos_penalty: float | None = None, max_new_tokens: int | None = None,
+              temperature: float | None = None) -> None:
+    configs.check_knobs(flags)
+    if not reward_model:
+        raise CaitoolError("no reward model given: pass -r/--reward-model")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise CaitoolError("--max-new-tokens must be at least 1")
+    if missing_eos_penalty is not None and missing_eos_penalty < 0:
+        raise CaitoolError("--missing-eos-penalty must be >= 0")
+    records = data.read_records(command, inputs, data.check_prompt_only, flags.skip_invalid)
+    out = Path(flags.output)
+    # PPO is only in trl.experimental in TRL 1.12 (the last release with it): known and pinned.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.ppo import PPOConfig
+
+    extra: dict[str, Any] = {"sft_model_path": flags.model, "reward_model_path": reward_model}
+    for name, value in (("kl_coef", kl_coef), ("missing_eos_penalty", missing_eos_penalty),
+                        ("response_length", max_new_tokens), ("temperature", temperature)):
+        if value is not None:
+            extra[name] = value
+    defaults: dict[str, Any] = {"stop_token": "eos", "missing_eos_penalty": 1.0,
+                                "num_sample_generations": 0, "response_length": 64}
+    if flags.config and "stop_token_id" in configs.load_yaml(flags.config):
+        del defaults["stop_token"]  # TRL takes one or the other
+    settings = configs.build(PPOConfig, flags, str(out / CHECKPOINTS), defaults,
+                             flag_fields=PPO_FLAG_FIELDS, extra=extra)
+    args = settings.args
+    if args.stop_token is None and args.stop_token_id is None:
+        console.warn(command, "no stop token (stop_token and stop_token_id unset): responses are "
+                              "scored at full length, wherever they end")
+
+    _quiet_libraries()
+    tokenizer = _load_tokenizer(flags.model, "policy")
+    _check_reward_config(reward_model)
+    check_same_tokenizer(tokenizer, _load_tokenizer(reward_model, "reward model"),
+                         flags.model, reward_model, "reward model")
+    if value_model and value_model != reward_model:
+        check_same_tokenizer(tokenizer, _load_tokenizer(value_model, "value model"),
+                             flags.model, value_model, "value model")
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        console.warn(command, "the pad token is the end-of-sequence token: PPO masks pad tokens, "
+                              "so end-of-sequence tokens inside prompts are masked too")
+    fmt = data.resolve_format(flags.format, tokenizer, flags.model)
+
+    rows, cut = [], 0
+    for record in records:
+        ids, was_cut = data.keep_end(data.prompt_ids(tokenizer, data.conversation(record), fmt),
+                                     flags.max_length)
+        cut += was_cut
+        rows.append({"input_ids": ids})
+    if cut:
+        console.warn(command, f"{cut} prompt(s) longer than {flags.max_length} tokens were cut "
+                              "to their last tokens")
+
+    from accelerate import PartialState
+
+    world = PartialState().num_processes
+    rollout = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    fitting = len(rows) // (world * args.gradient_accumulation_steps)
+    if len(rows) < rollout * world and fitting >= 1 \
+            and "per_device_train_batch_size" not in settings.values:
+        # Only TRL's default batch size was in the way: a few prompts still make a run.
+        console.warn(command, f"only {len(rows)} prompts: batch size {fitting} instead of "
+                              f"{args.per_device_train_batch_size}")
+        args.per_device_train_batch_size = fitting
+        rollout = fitting * args.gradient_accumulation_steps
+    if len(rows) < rollout * world:
+        raise CaitoolError(
+            f"{len(rows)} prompts cannot fill one rollout batch of {rollout * world} "
+            f"(--batch-size x --gradient-accumulation-steps x processes): give more prompts "
+            "or a smaller --batch-size")
+    if flags.max_steps is not None:
+        args.total_episodes = flags.max_steps * rollout * world
+    console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout * world}")
+
+    checkpoint = _checkpoint(flags, out / CHECKPOINTS)
+    done_steps = done_episodes = 0
+    if checkpoint is not None:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        done_steps, done_episodes = state.get("global_step", 0), state.get("episode", 0)
+        total = args.total_episodes or int(args.num_train_epochs * len(rows))
+        args.total_episodes = max(total - done_episodes, 0)
+        console.warn(command, f"resuming from {checkpoint} (step {done_steps}): policy and value "
+                              "weights continue; the optimizer and learning-rate schedule "
+                              "start afresh; the reference is still the starting policy")
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl.experimental.ppo import PPOTrainer
+
+    from caitool.training import callbacks
+
+    def load(cls, path, what, **kwargs):
+        try:
+            return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise CaitoolError(f"cannot load the {what} '{path}': {_first_line(exc)}") from None
+
+    peft_config = configs.lora_config(settings.lora, "CAUSAL_LM") if settings.lora else None
+    ref_policy = None
+    if checkpoint is None:
+        policy = load(AutoModelForCausalLM, flags.model, "policy")
+    elif settings.lora is not None:
+        from peft import PeftModel
+
+        policy = PeftModel.from_pretrained(load(AutoModelForCausalLM, flags.model, "policy"),
+                                           checkpoint, is_trainable=True)
+        peft_config = None
+    else:
+        policy = load(AutoModelForCausalLM, checkpoint, "policy checkpoint")
+        ref_policy = load(AutoModelForCausalLM, flags.model, "policy")
+    reward = load(AutoModelForSequenceClassification, reward_model, "reward model", num_labels=1)
+    saved_value = Path(checkpoint) / VALUE_DIR if checkpoint else None
+    value_path = str(saved_value) if saved_value and saved_value.is_dir() else \
+        (value_model or reward_model)
+    value = load(AutoModelForSequenceClassification, value_path, "value model", num_labels=1)
+
+    padding_side = tokenizer.padding_side
+    # Prompts are padded on the left so that every response starts at the same position.
+    tokenizer.padding_side = "left"
+    continuing = _Continue(done_steps, done_episodes)
+    with _session(flags) as stream:
+        trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy,
+                             ref_model=ref_policy, reward_model=reward,
+                             train_dataset=Dataset.from_list(rows), value_model=value,
+                             peft_config=peft_config, callbacks=[continuing])
+        continuing.trainer = trainer
+        metrics = callbacks.install(trainer, command, stream, "PPO")
+        if args.total_episodes > 0:
+            trainer.train()
+        tokenizer.padding_side = padding_side
+        model = trainer.accelerator.unwrap_model(trainer.model).policy
+        scores = [line["objective/scores"] for line in metrics.lines
+                  if line.get("objective/scores") is not None]
+        kls = [line["objective/kl"] for line in metrics.lines
+               if line.get("objective/kl") is not None]
+        summary: dict[str, Any] = {"inputs": inputs, "format": fmt, "prompts": len(rows),
+                                   "reward_model": reward_model, "value_model": value_path,
+                                   "kl_coef": args.kl_coef,
+                                   "missing_eos_penalty": args.missing_eos_penalty}
+        if scores:
+            summary.update({"first_score": scores[0], "last_score": scores[-1],
+                            "last_kl": kls[-1] if kls else None})
+            console.info(command, f"mean reward {scores[0]:.3f} -> {scores[-1]:.3f}, "
+                                  f"KL to the start {kls[-1] if kls else float('nan'):.3f}")
+        _save(command, trainer, model, tokenizer, out, flags, summary, settings.lora)
