@@ -7,12 +7,23 @@ import json
 import pytest
 
 from conftest import caitool
-from train_helpers import FAST, PROMPTS, build_chain, generate, logprob_margins, metrics, preference_rows, series, write
+from train_helpers import (
+    FAST,
+    PROMPTS,
+    build_chain,
+    chain_dir,
+    generate,
+    logprob_margins,
+    metrics,
+    preference_rows,
+    series,
+    write,
+)
 
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
-    return build_chain(tmp_path_factory.getbasetemp() / "train-chain")
+    return build_chain(chain_dir(tmp_path_factory))
 
 
 def mean(values):

@@ -8,12 +8,12 @@ import math
 import pytest
 
 from conftest import caitool
-from train_helpers import PROMPTS, build_chain, generate, metrics, series, write
+from train_helpers import PROMPTS, build_chain, chain_dir, generate, metrics, series, write
 
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
-    return build_chain(tmp_path_factory.getbasetemp() / "train-chain")
+    return build_chain(chain_dir(tmp_path_factory))
 
 
 def mean(values):

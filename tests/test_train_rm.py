@@ -7,12 +7,12 @@ import json
 import pytest
 
 from conftest import caitool
-from train_helpers import FAST, build_chain, metrics, preference_rows, reward, write
+from train_helpers import FAST, build_chain, chain_dir, metrics, preference_rows, reward, write
 
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
-    return build_chain(tmp_path_factory.getbasetemp() / "train-chain")
+    return build_chain(chain_dir(tmp_path_factory))
 
 
 def held_out(lines):

@@ -10,12 +10,12 @@ import sys
 import pytest
 
 from conftest import caitool
-from train_helpers import FAST, TAUGHT_ANSWER, TAUGHT_PROMPT, build_chain, generate, metrics, series, write
+from train_helpers import FAST, TAUGHT_ANSWER, TAUGHT_PROMPT, build_chain, chain_dir, generate, metrics, series, write
 
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory):
-    return build_chain(tmp_path_factory.getbasetemp() / "train-chain")
+    return build_chain(chain_dir(tmp_path_factory))
 
 
 def test_loss_falls_and_the_taught_answer_comes_back(chain):

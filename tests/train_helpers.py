@@ -9,7 +9,9 @@ tiny -> sft -> rm (and the PPO/DPO runs start from sft).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import random
 from pathlib import Path
 
@@ -75,8 +77,23 @@ def series(lines: list[dict], key: str) -> list[float]:
     return [line[key] for line in lines if line.get(key) is not None]
 
 
+def chain_dir(factory) -> Path:
+    """One directory for the whole test run, shared by pytest-xdist workers too."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    return base / "train-chain"
+
+
 def build_chain(root: Path) -> dict[str, Path]:
-    """tiny -> sft -> rm, built once per directory (reused by every test module)."""
+    """tiny -> sft -> rm, built once per directory (reused by every test module and worker)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_chain(root)
+
+
+def _build_chain(root: Path) -> dict[str, Path]:
     from caitool.tiny import build
 
     paths = {name: root / name for name in ("tiny", "sft", "rm")}

@@ -7,8 +7,8 @@ import typer
 from caitool.options import TrainFlags, command
 
 NAME = "train-sft"
-EXAMPLE = """    caitool train-sft revised.jsonl helpful.jsonl -m ./base -o ./sft --all-rounds --epochs 1
-    accelerate launch --num_processes 8 -m caitool train-sft revised.jsonl -m BASE -o ./sft"""
+EXAMPLE = """    caitool train-sft round4.jsonl helpful.jsonl -m BASE -o sft --all-rounds
+    accelerate launch --multi_gpu --num_processes 8 -m caitool train-sft data.jsonl -m BASE -o sft"""
 
 Inputs = Annotated[list[str], typer.Argument(
     help="JSONL files (- for stdin); several are simply concatenated.", show_default=False)]

@@ -75,13 +75,13 @@ def _quiet_libraries() -> None:
         os.environ["CAITOOL_QUIET"] = "1"
     # Deprecation notices about names that TRL itself uses; nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    transformers.logging.set_verbosity_error()
+    # Warnings stay (they are about the user's data and model); progress bars go, since
+    # caitool draws its own.
     transformers.logging.disable_progress_bar()
     try:
         import datasets
 
         datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
     except ImportError:  # pragma: no cover - datasets is a dependency
         pass
 
