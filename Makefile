@@ -27,3 +27,8 @@ test:
 
 lint:
 	$(VENV)/bin/ruff check src tests
+
+# Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
+.PHONY: bench
+bench:
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)

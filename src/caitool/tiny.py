@@ -55,8 +55,12 @@ than refuse without a reason, and it should never be preachy, evasive or condesc
 
 
 def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_size: int = 1024,
-          hidden_size: int = 64, layers: int = 2, heads: int = 4) -> Path:
-    """Write a tokenizer and a random Llama-architecture model into ``directory``."""
+          hidden_size: int = 64, layers: int = 2, heads: int = 4,
+          intermediate_size: int | None = None, extra_text: str = "") -> Path:
+    """Write a tokenizer and a random Llama-architecture model into ``directory``.
+
+    ``extra_text`` joins the tokenizer's training text: with it and a larger ``vocab_size``,
+    common words become single tokens, as with a real model's tokenizer."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -76,7 +80,8 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    core.train_from_iterator([line for line in CORPUS.splitlines() if line.strip()], trainer)
+    text = CORPUS + "\n" + extra_text
+    core.train_from_iterator([line for line in text.splitlines() if line.strip()], trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|end|>", pad_token="<|pad|>",
         additional_special_tokens=SPECIAL_TOKENS[2:], clean_up_tokenization_spaces=False,
@@ -85,7 +90,8 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
     tokenizer.save_pretrained(out)
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=8192, tie_word_embeddings=False,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
