@@ -99,15 +99,21 @@ def test_head_split_keeps_awkward_tails_exact(backend):
     assert backend.encode(asked[2:5]) == expected[2:5]
 
 
-def test_several_samples_repeat_rows_with_the_prefix(tiny_model):
+@pytest.mark.parametrize("mode", ["split", "copied", "none"])
+def test_several_samples_share_their_prompt(tiny_model, mode):
     asked, _ = critique_requests("chat")
-    backend = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    backend = sharpened(HFBackend(str(tiny_model), device="cpu",
+                                  reuse_prefix=mode != "none"))
+    if mode == "copied":
+        backend._split_attention = False
     single = backend.generate(asked[:3], GREEDY)
     assert len({text for (text,) in single}) > 1
     double = backend.generate(asked[:3], SamplingParams(max_new_tokens=8, temperature=0.0, n=2))
     assert double == [s * 2 for s in single]
     sampled = backend.generate(asked[:3], SamplingParams(max_new_tokens=8, n=3, seed=1))
     assert [len(s) for s in sampled] == [3, 3, 3]
+    assert all(len(set(s)) > 1 for s in sampled)
+    assert backend._split_attention is {"split": True, "copied": False, "none": None}[mode]
 
 
 def test_prefixed_forward_matches_the_whole_sequence(backend):

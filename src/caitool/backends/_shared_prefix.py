@@ -113,6 +113,9 @@ def install() -> None:
             return original(module, query, key, value, attention_mask, **kwargs)
         layer = cache.layers[module.layer_idx]
         if query.shape[2] > 1:
+            # The rows' prompts: with many queries per row, the library's fused kernel over
+            # the prefix joined to each row beats computing the scores out (measured on CPU:
+            # about 2.5 times faster at 16 rows of 85 tokens after 1,459 shared ones).
             return _with_prefix_joined(original, module, query, key, value, attention_mask,
                                        layer, **kwargs)
         return _one_step(query, key, value, attention_mask, layer, kwargs.get("scaling"))

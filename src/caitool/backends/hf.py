@@ -287,45 +287,72 @@ class HFBackend(Backend):
         import torch
 
         prefix = self._prefix_for(sequences)
-        # Each prompt's row is repeated for its n samples here rather than by generate(),
-        # which can repeat neither a cache nor a greedy row.
-        rows = [s for s in sequences for _ in range(params.n)]
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "do_sample": params.temperature > 0,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        split = None
+        split = cache = positions = None
+        cached = 0  # tokens at the start of every row that the cache already holds
         if prefix is None:
-            ids, mask = self._pad_left(rows)
+            ids, mask = self._pad_left(sequences)
         else:
             shared = len(prefix.ids)
-            tail_ids, tail_mask = self._pad_left([r[shared:] for r in rows])
+            tail_ids, tail_mask = self._pad_left([s[shared:] for s in sequences])
             split = self._split_cache(prefix, tail_ids.shape[1] + params.max_new_tokens)
             if split is not None:
                 # Rows hold their own tokens only; positions continue after the prefix.
-                ids, mask = tail_ids, tail_mask
-                kwargs.update(cache=split, position_ids=shared + (mask.cumsum(-1) - 1).clamp(min=0))
+                ids, mask, cache = tail_ids, tail_mask, split
+                positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
             else:
                 # Rows are the shared prefix, then padding, then their own tokens; the mask
                 # hides the padding and positions count only unmasked tokens, so each row
                 # sees exactly its own prompt.
                 head = torch.tensor(prefix.ids, dtype=torch.long, device=tail_ids.device)
-                ids = torch.cat([head.expand(len(rows), -1), tail_ids], dim=1)
+                ids = torch.cat([head.expand(len(sequences), -1), tail_ids], dim=1)
                 mask = torch.cat([torch.ones_like(ids[:, :shared]), tail_mask], dim=1)
-                kwargs["cache"] = prefix.repeated(len(rows))
-        sample = params.temperature > 0
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+                cache, cached = prefix.repeated(len(sequences)), shared
         with torch.inference_mode(), self._split_active(split):
+            if params.n > 1:
+                # n samples of a prompt share all of it: run it once, then repeat its rows
+                # and cache (generate() can repeat neither a cache nor a greedy row).
+                cache = self._run_prompts(ids, mask, positions, cache, cached)
+                if cache is not None:
+                    cache.batch_repeat_interleave(params.n)
+                ids, mask = ids.repeat_interleave(params.n, 0), mask.repeat_interleave(params.n, 0)
+                if positions is not None:
+                    positions = positions.repeat_interleave(params.n, 0)
+            if cache is not None:
+                kwargs["cache"] = cache
+            if positions is not None:
+                kwargs["position_ids"] = positions
+            if params.temperature > 0:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            if params.stop:
+                kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
             output = self.hf_model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         new_tokens = output[:, ids.shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(text, params.stop).strip() for text in texts]
+
+    def _run_prompts(self, ids, mask, positions, cache, cached: int) -> Any:
+        """Fill ``cache`` (a new one if None) with all but the last token of each row, which
+        generate() then starts from; positions as generate() would give them."""
+        import torch
+        from transformers import DynamicCache
+
+        if ids.shape[1] - cached < 2:
+            return cache
+        if cache is None:
+            cache = DynamicCache(config=self.hf_model.config)
+        if positions is None:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        self.hf_model(input_ids=ids[:, cached:-1], attention_mask=mask[:, :-1],
+                      position_ids=positions[:, cached:-1], cache=cache, use_cache=True,
+                      **self._last_logits_only())
+        return cache
 
     def _split_cache(self, prefix: _Prefix, capacity: int) -> Any:
         """A cache that keeps ``prefix`` once for the whole batch (see ``_shared_prefix``), or
