@@ -71,12 +71,26 @@ class Timing:
 
 
 def median(timings: list[Timing]) -> Timing:
-    """The run of median duration (for two, their mean)."""
+    """The run of median duration (for two, their mean), noting every round's seconds."""
     ordered = sorted(timings, key=lambda t: t.seconds)
+    middle = len(ordered) // 2
     if len(ordered) % 2:
-        return ordered[len(ordered) // 2]
-    a, b = ordered[len(ordered) // 2 - 1], ordered[len(ordered) // 2]
-    return Timing((a.seconds + b.seconds) / 2, a.records, (a.tokens + b.tokens) // 2, a.extra)
+        chosen = ordered[middle]
+        result = Timing(chosen.seconds, chosen.records, chosen.tokens, dict(chosen.extra))
+    else:
+        a, b = ordered[middle - 1], ordered[middle]
+        result = Timing((a.seconds + b.seconds) / 2, a.records, (a.tokens + b.tokens) // 2,
+                        dict(a.extra))
+    result.extra["rounds"] = [t.seconds for t in timings]
+    return result
+
+
+def detail(t: Timing, unit: str = "records") -> str:
+    text = f"{t.records} {unit} in {t.seconds:.1f} s"
+    rounds = t.extra.get("rounds", [])
+    if len(rounds) > 1:
+        text += " (rounds: " + ", ".join(f"{s:.1f}" for s in rounds) + " s)"
+    return text
 
 
 def log(message: str) -> None:
@@ -244,43 +258,55 @@ def comparison_prompts(pairs: int) -> list:
     return out
 
 
-def run_compare(model_dir: Path, pairs: int, sampled_pairs: int, samples: int, device: str,
+def run_compare(model_dir: Path, pairs: int, samples: int, device: str,
                 batch: int) -> dict[str, Timing]:
+    """Per pair, both orders: ``score()`` against three ways of judging by generation."""
     from caitool import prompts
     from caitool.backends.base import Prompt, SamplingParams
     from caitool.backends.hf import HFBackend
 
     options = prompts.option_continuations()
-    results = {}
+    asked = comparison_prompts(pairs)
 
     def fresh() -> HFBackend:
+        # A fresh backend per method, so that none inherits another's cached prefix.
         backend = HFBackend(str(model_dir), device=device)
         backend.generate([Prompt.raw("Warm up.")], SamplingParams(max_new_tokens=2))
         return backend
 
-    backend = fresh()
-    answer = max(len(backend.tokenizer(o, add_special_tokens=False)["input_ids"]) for o in options)
-    asked = comparison_prompts(pairs)
+    used_prefix: list[bool] = []
 
-    def timed(fn, items, per_call) -> float:
+    def timed(call) -> float:
+        backend = fresh()
+        find = backend._prefix_for
+
+        def noted(sequences, *args, **kwargs):
+            found = find(sequences, *args, **kwargs)
+            used_prefix.append(found is not None)
+            return found
+
+        backend._prefix_for = noted
+        used_prefix.clear()
         started = time.perf_counter()
-        for start in range(0, len(items), per_call):
-            fn(items[start:start + per_call])
+        for start in range(0, len(asked), 2 * batch):
+            call(backend, asked[start:start + 2 * batch])
         return time.perf_counter() - started
 
-    # Each method gets a fresh backend so none inherits another's cached prefix.
-    seconds = timed(lambda chunk: backend.score(chunk, [options] * len(chunk)), asked, 2 * batch)
-    results["logprobs"] = Timing(seconds, pairs)
-    backend = fresh()
+    answer = max(len(fresh().tokenizer(o, add_special_tokens=False)["input_ids"])
+                 for o in options)
     greedy = SamplingParams(max_new_tokens=answer, temperature=0.0)
-    seconds = timed(lambda chunk: backend.generate(chunk, greedy), asked, 2 * batch)
-    results["greedy"] = Timing(seconds, pairs, extra={"tokens": answer})
-    backend = fresh()
     sampled = SamplingParams(max_new_tokens=answer, temperature=1.0, n=samples, seed=0)
-    few = asked[:2 * sampled_pairs]
-    seconds = timed(lambda chunk: backend.generate(chunk, sampled), few, 2 * batch)
-    results["sampled"] = Timing(seconds, sampled_pairs, extra={"tokens": answer, "n": samples})
-    return results
+    verdict = SamplingParams(max_new_tokens=32, temperature=0.0)
+    scored = timed(lambda b, chunk: b.score(chunk, [options] * len(chunk)))
+    return {
+        "logprobs": Timing(scored, pairs, extra={"prefix": any(used_prefix)}),
+        "greedy": Timing(timed(lambda b, chunk: b.generate(chunk, greedy)), pairs,
+                         extra={"tokens": answer}),
+        "sampled": Timing(timed(lambda b, chunk: b.generate(chunk, sampled)), pairs,
+                          extra={"tokens": answer, "n": samples}),
+        "verdict": Timing(timed(lambda b, chunk: b.generate(chunk, verdict)), pairs,
+                          extra={"tokens": 32}),
+    }
 
 
 # -- 4: first line and memory -----------------------------------------------------------------
@@ -373,26 +399,28 @@ def report(args, info: dict, model_params: float, r: dict) -> str:
     rows = [
         ("critique, batched (default batch size, prefix reuse)",
          f"{c_on.records_per_s:.2f} rec/s", f"{c_on.tokens_per_s:.1f} tok/s",
-         f"{c_on.records} records in {c_on.seconds:.1f} s"),
+         detail(c_on)),
         ("critique, batched, no prefix reuse",
          f"{c_off.records_per_s:.2f} rec/s", f"{c_off.tokens_per_s:.1f} tok/s",
-         f"{c_off.records} records in {c_off.seconds:.1f} s"),
+         detail(c_off)),
         ("bare model.generate, same prompts and batches",
          f"{bare.records_per_s:.2f} rec/s", f"{bare.tokens_per_s:.1f} tok/s",
-         f"{bare.records} records in {bare.seconds:.1f} s"),
+         detail(bare)),
         ("one record per model call (loop)",
          f"{single.records_per_s:.2f} rec/s", f"{single.tokens_per_s:.1f} tok/s",
-         f"{single.records} records in {single.seconds:.1f} s"),
-        ("compare: log-probabilities, both orders",
+         detail(single)),
+        ("compare: log-probabilities (`score()`), both orders",
          f"{per_pair['logprobs'] * 1000:.0f} ms/pair", "",
          f"{cmp['logprobs'].records} pairs in {cmp['logprobs'].seconds:.1f} s"),
-        (f"compare: generate the answer greedily ({cmp['greedy'].extra['tokens']} tokens), "
-         "both orders",
+        (f"compare by generation: the answer ({cmp['greedy'].extra['tokens']} tokens, greedy)",
          f"{per_pair['greedy'] * 1000:.0f} ms/pair", "",
          f"{cmp['greedy'].records} pairs in {cmp['greedy'].seconds:.1f} s"),
-        (f"compare: sample the answer {cmp['sampled'].extra['n']} times (soft label), both orders",
-         f"{per_pair['sampled'] * 1000:.0f} ms/pair", "",
+        (f"compare by generation: the answer sampled {cmp['sampled'].extra['n']} times "
+         "(a soft label)", f"{per_pair['sampled'] * 1000:.0f} ms/pair", "",
          f"{cmp['sampled'].records} pairs in {cmp['sampled'].seconds:.1f} s"),
+        ("compare by generation: a 32-token verdict (greedy)",
+         f"{per_pair['verdict'] * 1000:.0f} ms/pair", "",
+         f"{cmp['verdict'].records} pairs in {cmp['verdict'].seconds:.1f} s"),
     ]
     for size in args.memory_sizes:
         m = mem[size]
@@ -407,14 +435,16 @@ def report(args, info: dict, model_params: float, r: dict) -> str:
                 f"batched critique {batched:.1f}x the one-at-a-time loop in generated tokens/s "
                 f"(target >= {TARGETS['batched']:.0f}x)"),
         verdict(overhead_off <= TARGETS["overhead"],
-                f"critique without prefix reuse takes {overhead_off:+.1%} of bare generate's time "
-                f"on the same batches (target <= +{TARGETS['overhead']:.0%}); with reuse "
-                f"{overhead_on:+.1%}"),
-        verdict(per_pair["sampled"] / per_pair["logprobs"] >= TARGETS["compare"],
-                f"log-probability judging is {per_pair['sampled'] / per_pair['logprobs']:.1f}x "
-                f"faster per pair than sampling the answer {cmp['sampled'].extra['n']} times for a "
-                f"soft label, {per_pair['greedy'] / per_pair['logprobs']:.1f}x than one greedy "
-                f"answer (target >= {TARGETS['compare']:.0f}x)"),
+                f"critique without prefix reuse took {overhead_off:+.1%} time against bare "
+                f"generate on the same batches (target <= +{TARGETS['overhead']:.0%}); with "
+                f"reuse {overhead_on:+.1%}"),
+        verdict(per_pair["greedy"] / per_pair["logprobs"] >= TARGETS["compare"],
+                f"judging by log-probabilities is {per_pair['greedy'] / per_pair['logprobs']:.1f}x "
+                f"as fast per pair as generating the answer, "
+                f"{per_pair['sampled'] / per_pair['logprobs']:.1f}x as sampling it "
+                f"{cmp['sampled'].extra['n']} times, "
+                f"{per_pair['verdict'] / per_pair['logprobs']:.1f}x as a 32-token verdict "
+                f"(target >= {TARGETS['compare']:.0f}x)"),
         verdict(memory_growth <= TARGETS["memory"],
                 f"peak memory at {args.memory_sizes[1]:,} records is {memory_growth:+.1%} of "
                 f"that at {args.memory_sizes[0]:,} (target <= +{TARGETS['memory']:.0%})"),
@@ -458,51 +488,69 @@ def report(args, info: dict, model_params: float, r: dict) -> str:
         "  do the same model work.",
         "- one record per model call: the same prompts, one `generate()` call per record (render,",
         "  tokenise, generate, decode), as a chain that sends one request at a time does.",
-        "- compare: `score()` on both orders of each pair against generating the answer",
-        "  (the option's length in tokens) greedily, and against sampling it several times, the",
-        "  way to get a soft label without log-probabilities; all through the hf backend.",
+        "- compare: the hf backend's `score()` on both orders of each pair, against its",
+        "  `generate()` on the same prompts: the answer (as many tokens as the longest option)",
+        "  greedily; the answer sampled 8 times, the way to a soft label without",
+        "  log-probabilities; and a 32-token greedy verdict, as a judge that explains itself.",
         "- first line and memory: `caitool critique` run as a subprocess on a file of N records",
         "  with a micro model (hidden 32, 1 layer), one new token and a constitution without",
         "  few-shot examples, so that reading, batching and writing dominate; the peak is the",
         "  process's maximum resident set size.",
         "",
     ]
-    notes = explanations(args, info, batched, overhead_off, per_pair, memory_growth, prefix)
+    notes = explanations(args, info, r, batched, overhead_off, per_pair, memory_growth,
+                         prefix)
     if notes:
         lines += ["## Notes", "", *notes, ""]
     return "\n".join(lines)
 
 
-def explanations(args, info, batched, overhead, per_pair, memory_growth, prefix) -> list[str]:
+def explanations(args, info, r, batched, overhead, per_pair, memory_growth, prefix) -> list[str]:
+    """Why a target was missed, and what else a reader needs to read the figures."""
     notes = []
+    cores = os.cpu_count() or 1
     if info["GPU"] == "none":
-        notes.append("- No GPU was available for this run: all rows are CPU figures. On a GPU "
-                     "the model's share of the time shrinks, so caitool's own per-record work "
-                     "weighs more there; run `make bench` on one to add those rows.")
-    if float(info["load average at start"].split()[0]) >= (os.cpu_count() or 1):
-        notes.append("- The machine was busy with other work during the run (see the load "
-                     "averages), so absolute numbers are noisy; the ratios compare runs that "
-                     "shared the same conditions.")
-    if per_pair["sampled"] / per_pair["logprobs"] < TARGETS["compare"]:
-        notes.append("- compare: log-probability scoring runs the full prompt for every pair, "
-                     "while generation reuses the judge's few-shot prefix (most of each prompt); "
-                     "giving score() the same prefix reuse removes that gap.")
-    if per_pair["greedy"] / per_pair["logprobs"] < TARGETS["compare"]:
-        notes.append("- compare: a single greedy answer of a few tokens costs about one forward "
-                     "pass over the prompt plus a few one-token steps, so on a CPU, where the "
-                     "prompt pass dominates, it is close to scoring; it also yields only a hard "
-                     "label, where scoring gives the soft label the method needs.")
+        notes.append("- No GPU was available for this run: all rows are CPU figures; "
+                     "`make bench` on a GPU machine adds GPU figures.")
+    if float(info["load average at start"].split()[0]) >= cores:
+        notes.append("- The machine was shared with other work during the run (see the load "
+                     "averages): absolute numbers are noisy, and each ratio compares runs that "
+                     "alternated under the same conditions."
+                     + (" One torch thread was used, as threads beyond the free cores spin "
+                        "against the other work and slow every step down several times over."
+                        if info["torch threads"] == "1" and cores > 1 else ""))
+    notes.append("- The batched critique figures include the one-time cost of running the "
+                 f"{r['prefix_tokens']}-token few-shot prefix, which a long run spreads over "
+                 "all its records.")
     if batched < TARGETS["batched"]:
-        notes.append("- batched vs one at a time: on a CPU a batch of 16 costs nearly 16 times "
-                     "one row's arithmetic, so batching gains far less than on a GPU, where a "
-                     "decoding step costs about the same for 1 row as for 16.")
+        notes.append(f"- batched vs one at a time ({batched:.1f}x, target "
+                     f"{TARGETS['batched']:.0f}x): on a CPU a decoding step's arithmetic grows "
+                     "with the number of rows, so a step over 16 rows costs several times one "
+                     "over a single row, where on a GPU it costs about the same. What batching "
+                     "saves here is mostly the few-shot prefix, which the loop runs again for "
+                     "every record, and the per-call overhead of generate(); the remainder is "
+                     "the model's own arithmetic for each record's own tokens.")
+    if not r["compare"]["logprobs"].extra.get("prefix"):
+        notes.append("- compare: `score()` runs each judge prompt whole, few-shot examples "
+                     "included, where `generate()` runs the shared examples once per batch; "
+                     "that alone makes scoring slower per pair than generating a short answer. "
+                     "The backend's `_prefixed_inputs()` gives `score()` the same shared prefix.")
+    if per_pair["greedy"] / per_pair["logprobs"] < TARGETS["compare"]:
+        notes.append("- compare by log-probabilities vs by generation (target "
+                     f"{TARGETS['compare']:.0f}x): both run the judge's prompt once, and "
+                     "generating a few-token answer adds only a few one-token steps to that "
+                     "pass, so scoring cannot be several times faster than generating a short "
+                     "answer; the gap grows with the length of what is generated (the verdict "
+                     "row). What scoring brings is the soft label, from one pass and without "
+                     "parsing an answer; sampled answers only estimate it.")
     if overhead > TARGETS["overhead"]:
-        notes.append("- overhead: see the profile notes in docs/benchmarks.md's history; "
-                     "rerun on an idle machine to separate noise from overhead.")
+        notes.append("- overhead above target: caitool's own work per batch (prompt building, "
+                     "tokenising, JSON) is small next to the model's in a profile; on a busy "
+                     "machine rerun to separate noise from overhead.")
     if memory_growth > TARGETS["memory"]:
         notes.append("- memory grew with input length: something holds records or outputs.")
     if prefix < TARGETS["prefix"]:
-        notes.append("- prefix reuse gained less than expected: the shared prefix is a small "
+        notes.append("- prefix reuse gained less than the target: the shared prefix is a small "
                      "part of the work at this prompt length.")
     return notes
 
@@ -585,8 +633,7 @@ def main() -> None:
         results["prompt_tokens"] = max(len(e) for e in encoded)
         results["prefix_tokens"] = len(os.path.commonprefix([tuple(e) for e in encoded]))
         log(f"compare, {args.pairs} pairs")
-        results["compare"] = run_compare(bench_model, args.pairs, max(2, args.pairs // 4), 8,
-                                         device, batch=16)
+        results["compare"] = run_compare(bench_model, args.pairs, 8, device, batch=16)
         plain = work / "plain.json"
         plain.write_text(json.dumps([{
             "name": "harm", "critique_request": "Point out anything harmful in the response.",

@@ -63,6 +63,8 @@ def test_prefix_reuse_gives_the_same_greedy_outputs(tiny_model, fmt):
         # Twice: the second call starts from the prefix cached by the first.
         assert fast.generate(asked, params) == expected
         assert fast.generate(asked[::-1], params) == expected[::-1]
+        # A row alone: no padding at all.
+        assert fast.generate(asked[3:4], params) == expected[3:4]
         assert fast._prefix is not None and len(fast._prefix.ids) >= MIN_PREFIX_TOKENS
         assert fast._split_attention is split
 

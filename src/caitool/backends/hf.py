@@ -1,9 +1,11 @@
 """In-process transformers backend: CPU or GPU, left-padded length-sorted batches.
 
 Critique and revision prompts all open with the same few-shot block, often most of each
-prompt. The backend exploits that twice: the block's text is tokenised once and its tokens
-reused (``_split_head``), and its key/value cache is computed once and copied into every
-batch that starts with it (``_prefix_for``), so each row only runs its own tokens.
+prompt. The backend exploits that: the block's text is tokenised once and its tokens reused
+(``_split_head``); the model runs it once and keeps its key/value cache (``_prefix_for``);
+and each batch that starts with it attends to that one copy (``_shared_prefix``), or, for a
+model where that does not apply, to a copy per row. Each row then runs only its own tokens,
+and the n samples of a prompt run the prompt once.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class HFBackend(Backend):
         self.device_name = device
         self.dtype_name = dtype
         self.max_batch_size = max_batch_size
+        # Off only to measure what sharing the prompts' common prefix saves.
         self.reuse_prefix = reuse_prefix
         self._model = None
         self._tokenizer = None
