@@ -502,6 +502,20 @@ def report(args, info: dict, model_params: float, r: dict) -> str:
                          prefix)
     if notes:
         lines += ["## Notes", "", *notes, ""]
+    lines += [
+        "## What the hf backend does for speed",
+        "",
+        "- Prompts go through in batches sorted by length (at most 64 at once), left-padded.",
+        "- The prefix that a batch's prompts share (the constitution's few-shot examples) is",
+        "  tokenised once and run through the model once per process; every later batch that",
+        "  starts with it attends to that single copy of its keys and values, and runs only its",
+        "  own tokens. (For a model whose attention does not allow this, checked on first use,",
+        "  each row gets a copy of the cached prefix instead.)",
+        "- The n samples of a prompt (`-n`) run the prompt once.",
+        "- Running out of memory halves the batch and carries on; later batches keep the",
+        "  smaller size.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -533,7 +547,8 @@ def explanations(args, info, r, batched, overhead, per_pair, memory_growth, pref
     if not r["compare"]["logprobs"].extra.get("prefix"):
         notes.append("- compare: `score()` runs each judge prompt whole, few-shot examples "
                      "included, where `generate()` runs the shared examples once per batch; "
-                     "that alone makes scoring slower per pair than generating a short answer. "
+                     "this is the main reason scoring is slower per pair than generating a "
+                     "short answer here. "
                      "The backend's `_prefixed_inputs()` gives `score()` the same shared prefix.")
     if per_pair["greedy"] / per_pair["logprobs"] < TARGETS["compare"]:
         notes.append("- compare by log-probabilities vs by generation (target "
