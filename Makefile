@@ -150,3 +150,8 @@ smoke:
 
 clean-smoke:
 	rm -rf $(SMOKE_RUN)
+
+# Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
+.PHONY: bench
+bench:
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)

@@ -54,7 +54,7 @@ than refuse without a reason, and it should never be preachy, evasive or condesc
 """
 
 
-def training_text() -> list[str]:
+def training_text(extra_text: str = "") -> list[str]:
     """The tokenizer's corpus: the text above plus the built-in constitutions, whose few-shot
     examples open most prompts, so those prompts come out short."""
     from caitool.constitution import search_path
@@ -63,12 +63,17 @@ def training_text() -> list[str]:
     for directory in search_path()[-1:]:
         for file in sorted(directory.glob("*.yaml")):
             lines += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines += [line for line in extra_text.splitlines() if line.strip()]
     return lines
 
 
 def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_size: int = 4096,
-          hidden_size: int = 64, layers: int = 2, heads: int = 4) -> Path:
-    """Write a tokenizer and a random Llama-architecture model into ``directory``."""
+          hidden_size: int = 64, layers: int = 2, heads: int = 4,
+          intermediate_size: int | None = None, extra_text: str = "") -> Path:
+    """Write a tokenizer and a random Llama-architecture model into ``directory``.
+
+    ``extra_text`` joins the tokenizer's training text: with it and a larger ``vocab_size``,
+    common words become single tokens, as with a real model's tokenizer."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -88,7 +93,7 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    core.train_from_iterator(training_text(), trainer)
+    core.train_from_iterator(training_text(extra_text), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|end|>", pad_token="<|pad|>",
         additional_special_tokens=SPECIAL_TOKENS[2:], clean_up_tokenization_spaces=False,
@@ -97,7 +102,8 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
     tokenizer.save_pretrained(out)
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=8192, tie_word_embeddings=False,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
