@@ -29,7 +29,7 @@ $(PY):
 # CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build.
 install: $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,plot]"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
