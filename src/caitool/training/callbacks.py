@@ -63,18 +63,10 @@ class ProgressCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not self._active(state):
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import Progress, TextColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[status]}"), console=console.stderr)
+        self.bar = Progress(*console.progress_columns(TextColumn("{task.fields[status]}")),
+                            console=console.stderr)
         self.bar.start()
         self.task = self.bar.add_task(self.description, total=state.max_steps or None,
                                       completed=state.global_step, status="")
