@@ -187,27 +187,38 @@ def train_sft(command: str, inputs: list[str], flags: Any, all_rounds: bool = Fa
     fmt = data.resolve_format(flags.format, tokenizer, flags.model)
     console.info(command, f"{len(examples)} examples from {len(records)} records ({fmt} format)")
 
-    from datasets import Dataset
     from trl import SFTTrainer
+
+    _fit_causal_lm(command, flags, out, SFTTrainer, settings, tokenizer,
+                   [data.render_sft(ex, fmt) for ex in examples],
+                   dropped="--max-length left no reply token in them", description="fine-tuning",
+                   summary=lambda metrics, args: {
+                       "inputs": inputs, "format": fmt, "examples": len(examples),
+                       "all_rounds": all_rounds, **_last(metrics, "loss", "train_loss")})
+
+
+def _fit_causal_lm(command: str, flags: Any, out: Path, trainer_cls: Any, settings: Any,
+                   tokenizer: Any, rows: list[dict[str, Any]], dropped: str, description: str,
+                   summary: Any) -> None:
+    """Train a causal LM with one of TRL's trainers and save it (SFT and DPO share this)."""
+    from datasets import Dataset
 
     from caitool.training import callbacks
 
-    dataset = Dataset.from_list([data.render_sft(ex, fmt) for ex in examples])
+    dataset = Dataset.from_list(rows)
     resume = _checkpoint(flags, out / CHECKPOINTS)
     with _session(flags) as stream:
         try:
-            trainer = SFTTrainer(model=flags.model, args=settings.args, train_dataset=dataset,
-                                 processing_class=tokenizer, peft_config=_peft(settings, "CAUSAL_LM"))
+            trainer = trainer_cls(model=flags.model, args=settings.args, train_dataset=dataset,
+                                  processing_class=tokenizer, peft_config=_peft(settings, "CAUSAL_LM"))
         except OSError as exc:
             raise CaitoolError(f"cannot load the model '{flags.model}': {_first_line(exc)}") from None
-        _report_dropped(command, len(dataset), trainer,
-                        "--max-length left no reply token in them")
-        metrics = callbacks.install(trainer, command, stream, "fine-tuning")
+        _report_dropped(command, len(dataset), trainer, dropped)
+        metrics = callbacks.install(trainer, command, stream, description)
         trainer.train(resume_from_checkpoint=resume)
         model = trainer.accelerator.unwrap_model(trainer.model)
-        _save(command, trainer, model, tokenizer, out, flags, {
-            "inputs": inputs, "format": fmt, "examples": len(examples),
-            "all_rounds": all_rounds, **_last(metrics, "loss", "train_loss")}, settings.lora)
+        _save(command, trainer, model, tokenizer, out, flags, summary(metrics, settings.args),
+              settings.lora)
 
 
 # -- train-rm ------------------------------------------------------------------------------
@@ -344,23 +355,12 @@ def train_dpo(command: str, inputs: list[str], flags: Any, beta: float | None = 
     fmt = data.resolve_format(flags.format, tokenizer, flags.model)
     console.info(command, f"{len(examples)} pairs ({fmt} format)")
 
-    from datasets import Dataset
     from trl import DPOTrainer
 
-    from caitool.training import callbacks
-
-    dataset = Dataset.from_list([data.render_preference(ex, fmt) for ex in examples])
-    resume = _checkpoint(flags, out / CHECKPOINTS)
-    with _session(flags) as stream:
-        try:
-            trainer = DPOTrainer(model=flags.model, args=settings.args, train_dataset=dataset,
-                                 processing_class=tokenizer, peft_config=_peft(settings, "CAUSAL_LM"))
-        except OSError as exc:
-            raise CaitoolError(f"cannot load the model '{flags.model}': {_first_line(exc)}") from None
-        _report_dropped(command, len(dataset), trainer, "their prompt alone fills --max-length")
-        metrics = callbacks.install(trainer, command, stream, "preference optimisation")
-        trainer.train(resume_from_checkpoint=resume)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        _save(command, trainer, model, tokenizer, out, flags, {
-            "inputs": inputs, "format": fmt, "pairs": len(examples), "beta": settings.args.beta,
-            **_last(metrics, "rewards/margins", "train_loss")}, settings.lora)
+    _fit_causal_lm(command, flags, out, DPOTrainer, settings, tokenizer,
+                   [data.render_preference(ex, fmt) for ex in examples],
+                   dropped="their prompt alone fills --max-length",
+                   description="preference optimisation",
+                   summary=lambda metrics, args: {
+                       "inputs": inputs, "format": fmt, "pairs": len(examples), "beta": args.beta,
+                       **_last(metrics, "rewards/margins", "train_loss")})
