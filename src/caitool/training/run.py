@@ -64,6 +64,13 @@ def _session(flags: Any) -> Iterator[TextIO]:
             stream.close()
 
 
+def _tokenizer_and_format(flags: Any) -> tuple[Any, str]:
+    """The starting model's tokenizer and the prompt format to render the data in."""
+    _quiet_libraries()
+    tokenizer = _load_tokenizer(flags.model)
+    return tokenizer, data.resolve_format(flags.format, tokenizer, flags.model)
+
+
 def _quiet_libraries() -> None:
     import warnings
 
@@ -182,9 +189,7 @@ def train_sft(command: str, inputs: list[str], flags: Any, all_rounds: bool = Fa
     # chat and raw formats alike (and without needing generation markers in the template).
     settings = configs.build(SFTConfig, flags, str(out / CHECKPOINTS),
                              {"completion_only_loss": True})
-    _quiet_libraries()
-    tokenizer = _load_tokenizer(flags.model)
-    fmt = data.resolve_format(flags.format, tokenizer, flags.model)
+    tokenizer, fmt = _tokenizer_and_format(flags)
     console.info(command, f"{len(examples)} examples from {len(records)} records ({fmt} format)")
 
     from trl import SFTTrainer
@@ -281,9 +286,7 @@ def train_rm(command: str, inputs: list[str], flags: Any, labels: str = "auto",
     from trl import RewardConfig
 
     settings = configs.build(RewardConfig, flags, str(out / CHECKPOINTS), {})
-    _quiet_libraries()
-    tokenizer = _load_tokenizer(flags.model)
-    fmt = data.resolve_format(flags.format, tokenizer, flags.model)
+    tokenizer, fmt = _tokenizer_and_format(flags)
     max_length = settings.args.max_length
     train_rows = _pair_rows(command, examples, tokenizer, fmt, max_length, soft, margin,
                             too_long, "training")
@@ -350,9 +353,7 @@ def train_dpo(command: str, inputs: list[str], flags: Any, beta: float | None = 
 
     settings = configs.build(DPOConfig, flags, str(out / CHECKPOINTS), {},
                              extra={"beta": beta} if beta is not None else None)
-    _quiet_libraries()
-    tokenizer = _load_tokenizer(flags.model)
-    fmt = data.resolve_format(flags.format, tokenizer, flags.model)
+    tokenizer, fmt = _tokenizer_and_format(flags)
     console.info(command, f"{len(examples)} pairs ({fmt} format)")
 
     from trl import DPOTrainer
