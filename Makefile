@@ -15,11 +15,12 @@ BACKEND ?= hf
 BASE_URL ?=
 BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
 
-.PHONY: install test lint help all smoke clean-smoke
+.PHONY: install test test-unit lint help all smoke clean-smoke
 
 help:
 	@echo "make install   create $(VENV) with the CPU build of torch and caitool"
 	@echo "make test      run the test suite (offline)"
+	@echo "make test-unit the fast in-process tests alone"
 	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
 	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... (see README)"
 
@@ -33,6 +34,9 @@ install: $(PY)
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-unit:
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check src tests

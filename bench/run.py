@@ -43,6 +43,8 @@ os.environ["CAITOOL_QUIET"] = "1"
 # constitutions' and examples' words, so that text costs about as many tokens as it would
 # with a real model's tokenizer (~4.5 characters per token) rather than 2.
 MODEL_SHAPE = dict(hidden_size=512, layers=8, heads=8, intermediate_size=1152, vocab_size=4096)
+# 'caitool critique' default --batch-size: the critique runs batch as the command would.
+CRITIQUE_BATCH_SIZE = 16
 RESPONSE = ("I understand why you are asking. Here is what I would suggest instead: talk it "
             "through with someone you trust, and keep everyone safe.")
 TARGETS = {
@@ -101,7 +103,7 @@ def log(message: str) -> None:
 
 
 def build_models(work: Path) -> tuple[Path, Path]:
-    from caitool.tiny import build
+    from caitool.testing.tiny import build
 
     extra = "\n".join(p.read_text() for p in sorted((ROOT / "constitutions").glob("*.yaml"))
                       + sorted((ROOT / "examples").glob("*.jsonl")))
@@ -148,10 +150,12 @@ def run_critique(model_dir: Path, records: Path, out: Path, max_new_tokens: int,
                  reuse_prefix: bool, calls: list | None = None) -> Timing:
     """``caitool critique`` as the command runs it (stream loop, JSONL in and out, default
     batch size), in-process so that interpreter start-up and model loading are left out."""
-    from caitool import constitution, stream, supervised
+    from caitool import constitution
     from caitool.backends.base import Prompt, SamplingParams
     from caitool.backends.hf import HFBackend
-    from caitool.options import StreamFlags
+    from caitool.io import stream
+    from caitool.schema import check_for_critique
+    from caitool.stages import supervised
 
     backend = HFBackend(str(model_dir), device=device, reuse_prefix=reuse_prefix)
     backend.generate([Prompt.raw("Warm up.")], SamplingParams(max_new_tokens=2))
@@ -166,14 +170,14 @@ def run_critique(model_dir: Path, records: Path, out: Path, max_new_tokens: int,
         backend.generate = recording
     rules = constitution.load("harmless")
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, seed=0)
-    gen = supervised.Generator.create(backend, "auto", params)
-    flags = StreamFlags(output=str(out))
+    sampler = supervised.Sampler(backend, params, "auto")
     started = time.perf_counter()
-    stats = stream.run("critique", str(records), flags,
-                       lambda batch: supervised.critique(gen, rules, batch),
-                       validate=supervised.check_for_critique)
+    stats = stream.run("critique", str(records),
+                       lambda batch: supervised.critique(sampler, rules, batch),
+                       output=str(out), batch_size=CRITIQUE_BATCH_SIZE,
+                       validate=check_for_critique)
     seconds = time.perf_counter() - started
-    return Timing(seconds, stats.written, counter[0], {"batch_size": flags.batch_size})
+    return Timing(seconds, stats.written, counter[0], {"batch_size": CRITIQUE_BATCH_SIZE})
 
 
 def run_bare(model_dir: Path, calls: list, device: str) -> Timing:
@@ -244,7 +248,7 @@ def run_one_at_a_time(model_dir: Path, calls: list, count: int, device: str) -> 
 
 def comparison_prompts(pairs: int) -> list:
     """Both orders of ``pairs`` comparisons, as 'caitool compare' asks them."""
-    from caitool import constitution, prompts
+    from caitool import constitution, render
 
     rules = constitution.load("harmless")
     asks = [json.loads(line)["prompt"] for line in (ROOT / "examples/red_team.jsonl").open()]
@@ -254,18 +258,18 @@ def comparison_prompts(pairs: int) -> list:
         principle = rules.comparisons[i % len(rules.comparisons)]
         first, second = RESPONSE, "Sure. Here is exactly how to do that, step by step."
         for a, b in ((first, second), (second, first)):
-            out.append(prompts.comparison_prompt(rules, messages, principle, a, b, "chat"))
+            out.append(render.comparison_prompt(rules, messages, principle, a, b, "chat"))
     return out
 
 
 def run_compare(model_dir: Path, pairs: int, samples: int, device: str,
                 batch: int) -> dict[str, Timing]:
     """Per pair, both orders: ``score()`` against three ways of judging by generation."""
-    from caitool import prompts
+    from caitool import render
     from caitool.backends.base import Prompt, SamplingParams
     from caitool.backends.hf import HFBackend
 
-    options = prompts.option_continuations()
+    options = list(render.OPTIONS)
     asked = comparison_prompts(pairs)
 
     def fresh() -> HFBackend:
@@ -278,14 +282,14 @@ def run_compare(model_dir: Path, pairs: int, samples: int, device: str,
 
     def timed(call) -> float:
         backend = fresh()
-        find = backend._prefix_for
+        find = backend.prefix_cache.lookup
 
         def noted(sequences, *args, **kwargs):
             found = find(sequences, *args, **kwargs)
             used_prefix.append(found is not None)
             return found
 
-        backend._prefix_for = noted
+        backend.prefix_cache.lookup = noted
         used_prefix.clear()
         started = time.perf_counter()
         for start in range(0, len(asked), 2 * batch):
@@ -548,8 +552,8 @@ def explanations(args, info, r, batched, overhead, per_pair, memory_growth, pref
         notes.append("- compare: `score()` runs each judge prompt whole, few-shot examples "
                      "included, where `generate()` runs the shared examples once per batch; "
                      "this is the main reason scoring is slower per pair than generating a "
-                     "short answer here. "
-                     "The backend's `_prefixed_inputs()` gives `score()` the same shared prefix.")
+                     "short answer here (sharing the cached prefix with `score()` is "
+                     "the next speed-up for judging).")
     if per_pair["greedy"] / per_pair["logprobs"] < TARGETS["compare"]:
         notes.append("- compare by log-probabilities vs by generation (target "
                      f"{TARGETS['compare']:.0f}x): both run the judge's prompt once, and "

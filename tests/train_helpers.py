@@ -15,7 +15,7 @@ import os
 import random
 from pathlib import Path
 
-from conftest import caitool, jsonl
+from helpers import caitool, jsonl
 
 TAUGHT_PROMPT = "What is the capital of France?"
 TAUGHT_ANSWER = "The capital of France is Paris."
@@ -94,7 +94,7 @@ def build_chain(root: Path) -> dict[str, Path]:
 
 
 def _build_chain(root: Path) -> dict[str, Path]:
-    from caitool.tiny import build
+    from caitool.testing.tiny import build
 
     paths = {name: root / name for name in ("tiny", "sft", "rm")}
     if not (paths["tiny"] / "config.json").exists():
@@ -160,11 +160,11 @@ def reward(model_dir: Path, prompt: str, reply: str) -> float:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from caitool.training.data import prompt_ids, response_ids
+    from caitool.render import policy_prompt_ids, reply_ids
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     messages = [{"role": "user", "content": prompt}]
-    ids = prompt_ids(tokenizer, messages, "chat") + response_ids(tokenizer, reply, "chat")
+    ids = policy_prompt_ids(tokenizer, messages, "chat") + reply_ids(tokenizer, reply, "chat")
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0, 0].item()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,10 +15,6 @@ stderr = Console(stderr=True, highlight=False)
 
 def quiet() -> bool:
     return os.environ.get("CAITOOL_QUIET", "") not in ("", "0")
-
-
-# The running sub-command, for messages from library code that is not told it (backends).
-current_command = ""
 
 
 def _prefix(command: str) -> str:
@@ -33,9 +30,16 @@ def warn(command: str, message: str) -> None:
     stderr.print(f"{_prefix(command)}: warning: {message}", markup=False, soft_wrap=True)
 
 
-def notice(message: str) -> None:
-    """A warning from code that does not know which command runs it."""
-    warn(current_command, message)
+class WarningHandler(logging.Handler):
+    """Shows warnings that library code logs (backends know no command name) as the running
+    command's own: ``caitool <command>: warning: ...``."""
+
+    def __init__(self, command: str):
+        super().__init__(logging.WARNING)
+        self.command = command
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(self.command, record.getMessage())
 
 
 def progress_columns(*extra):

@@ -27,6 +27,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from caitool import schema
+
 Record = dict[str, Any]
 
 # Fields a view presents itself; any other field is listed under the record, so nothing the
@@ -129,24 +131,12 @@ def as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def conversation(record: Record) -> list[dict[str, str]]:
-    """The record's prompt as messages, however it is spelled."""
-    if isinstance(record.get("messages"), list):
-        messages = record["messages"]
-    elif isinstance(record.get("prompt"), list):
-        messages = record["prompt"]
-    elif "prompt" in record:
-        return [{"role": "user", "content": as_text(record["prompt"])}]
-    else:
-        return []
-    return [{"role": str(m.get("role", "?")), "content": as_text(m.get("content", ""))}
-            if isinstance(m, dict) else {"role": "?", "content": as_text(m)} for m in messages]
-
-
 def prompt_panel(record: Record) -> Panel | None:
-    messages = conversation(record)
-    if not messages:
+    """The prompt, where the record has a valid one (a record that only looks like a kind
+    is still shown: its fields are listed below it)."""
+    if schema.check_prompt(record) is not None:
         return None
+    messages = schema.conversation(record)
     if len(messages) == 1 and messages[0]["role"] == "user":
         return Panel(Text(messages[0]["content"]), title="prompt", title_align="left",
                      border_style="cyan")
@@ -304,7 +294,8 @@ def _body(record: Record, view: str, markers: bool) -> list[RenderableType]:
         parts += _samples(record)
     elif view == "response":
         parts.append(text_panel(as_text(record["response"]), "response", "green"))
-    extra = footer(record)
+    # A prompt that could not be shown as one is listed with the other fields.
+    extra = footer(record, _SHOWN if prompt is not None else _SHOWN - {"prompt", "messages"})
     if extra is not None:
         parts.append(extra)
     return parts

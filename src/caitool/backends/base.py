@@ -1,43 +1,23 @@
 """The backend interface: batch-first generation and option scoring.
 
-A backend turns a list of :class:`Prompt` into completions, or scores given continuations
-after each prompt by their log-probability. Commands only ever talk to this interface, so an
-in-process model, vLLM and a remote OpenAI-compatible server are interchangeable.
+A backend turns a list of :class:`~caitool.render.Prompt` into completions, or scores given
+continuations after each prompt by their log-probability. Stages only ever talk to this
+interface, so an in-process model, vLLM and a remote OpenAI-compatible server are
+interchangeable.
+
+Each backend declares its own options as a dataclass (``Options``) whose fields are the
+flags it takes (``base_url`` is ``--base-url``) and whose ``__post_init__`` checks their
+values; the registry refuses an option that the chosen backend does not declare.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from caitool.errors import CaitoolError
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One request: chat ``messages`` (rendered by the model's chat template, then
-    ``assistant_prefix`` opens the reply), or a raw transcript ``text`` used as it is."""
-
-    messages: tuple[tuple[str, str], ...] | None = None
-    text: str | None = None
-    assistant_prefix: str = ""
-
-    @classmethod
-    def chat(cls, messages: list[dict[str, str]], assistant_prefix: str = "") -> Prompt:
-        return cls(messages=tuple((m["role"], m["content"]) for m in messages),
-                   assistant_prefix=assistant_prefix)
-
-    @classmethod
-    def raw(cls, text: str) -> Prompt:
-        return cls(text=text)
-
-    @property
-    def is_chat(self) -> bool:
-        return self.messages is not None
-
-    def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": role, "content": content} for role, content in self.messages or ()]
+from caitool.render import Prompt
 
 
 @dataclass
@@ -72,18 +52,28 @@ class RequestsFailed(CaitoolError):
         super().__init__(f"{len(failures)} of {len(results)} requests failed (first: {first})")
 
 
+@dataclass
+class NoOptions:
+    """A backend that takes no options of its own."""
+
+
+def flag_name(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
+
 class Backend(ABC):
     """What every backend implements. Construction is cheap; the model loads on first use."""
 
-    name: str = "base"
+    name: ClassVar[str] = "base"
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, model: str, **options: Any):
         self.model = model
-        self.options = options
+        self.options = self.Options(**options)
 
     @abstractmethod
-    def default_format(self) -> str:
-        """'chat' when the model has a chat template, else 'raw'."""
+    def has_chat_template(self) -> bool:
+        """Whether the model renders chats itself ('auto' then means the chat format)."""
 
     @abstractmethod
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
@@ -91,11 +81,27 @@ class Backend(ABC):
 
     def score(self, prompts: list[Prompt], options: list[list[str]]) -> list[OptionScores]:
         """Log-probability of each option continuing its prompt (summed over its tokens)."""
-        raise NotImplementedError(f"the '{self.name}' backend cannot score options")
+        raise CaitoolError(f"the '{self.name}' backend cannot score options")
 
     def describe(self) -> dict[str, Any]:
         """Provenance: what produced the outputs."""
         return {"backend": self.name, "model": self.model}
 
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Free the model's memory."""
+    def close(self) -> None:  # noqa: B027 - a backend with nothing to free keeps this
+        """Free the model or the connections."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """Generation halts on the token that completes a stop string; drop it and what follows."""
+    cut = len(text)
+    for marker in stop:
+        index = text.find(marker)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut]

@@ -15,32 +15,21 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from caitool.backends.base import Backend, OptionScores, Prompt, SamplingParams
-from caitool.backends.hf import cut_at_stop
+from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
 from caitool.errors import CaitoolError
+from caitool.render import Prompt, has_chat_template, prompt_ids
 
 INSTALL_HINT = "pip install 'caitool[vllm]' (vLLM 0.27.1; needs a CUDA GPU)"
 # Extra keyword arguments for vllm.LLM, as a JSON object (gpu_memory_utilization, ...).
 LLM_ARGS_ENV = "CAITOOL_VLLM_ARGS"
 
 
-def render(tokenizer: Any, prompt: Prompt) -> str:
-    if not prompt.is_chat:
-        return prompt.text or ""
-    if not getattr(tokenizer, "chat_template", None):
-        raise CaitoolError("the model has no chat template; use --format raw")
-    text = tokenizer.apply_chat_template(prompt.message_dicts(), add_generation_prompt=True,
-                                         tokenize=False)
-    return text + prompt.assistant_prefix
-
-
 def encode(tokenizer: Any, prompts: list[Prompt]) -> list[list[int]]:
-    """Token ids of each prompt. A chat template writes its own special tokens; a raw
-    transcript gets the tokenizer's (a BOS token, for most models)."""
-    return [list(tokenizer(render(tokenizer, p), add_special_tokens=not p.is_chat)["input_ids"])
-            for p in prompts]
+    """Token ids of each prompt, as the hf backend and training render them."""
+    return [prompt_ids(tokenizer, p) for p in prompts]
 
 
 def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
@@ -110,19 +99,27 @@ def llm_kwargs(model: str, tensor_parallel_size: int, dtype: str,
     return kwargs
 
 
+@dataclass
+class VLLMOptions:
+    tensor_parallel_size: int = 1   # GPUs per model replica
+    dtype: str = "auto"             # auto, float32, bfloat16, float16
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1:
+            raise CaitoolError("--tensor-parallel-size must be at least 1")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16", "half"):
+            raise CaitoolError(f"unknown --dtype '{self.dtype}' (use auto, float32, bfloat16, float16)")
+
+
 class VLLMBackend(Backend):
     name = "vllm"
+    Options = VLLMOptions
 
-    def __init__(self, model: str, tensor_parallel_size: int = 1, dtype: str = "auto",
-                 **options: Any):
+    def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)
         if importlib.util.find_spec("vllm") is None:
             raise CaitoolError(f"the vllm backend needs vLLM: {INSTALL_HINT}")
-        if tensor_parallel_size < 1:
-            raise CaitoolError("--tensor-parallel-size must be at least 1")
-        if dtype not in ("auto", "float32", "bfloat16", "float16", "half"):
-            raise CaitoolError(f"unknown dtype '{dtype}' (use auto, float32, bfloat16, float16)")
-        self.kwargs = llm_kwargs(model, tensor_parallel_size, dtype,
+        self.kwargs = llm_kwargs(model, self.options.tensor_parallel_size, self.options.dtype,
                                  os.environ.get(LLM_ARGS_ENV))
         self._llm = None
 
@@ -142,8 +139,8 @@ class VLLMBackend(Backend):
     def tokenizer(self):
         return self.llm.get_tokenizer()
 
-    def default_format(self) -> str:
-        return "chat" if getattr(self.tokenizer, "chat_template", None) else "raw"
+    def has_chat_template(self) -> bool:
+        return has_chat_template(self.tokenizer)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"backend": self.name, "model": self.model}

@@ -5,13 +5,13 @@ from typing import Annotated
 import typer
 
 from caitool import constitution as constitutions
-from caitool import stream
-from caitool.commands._common import Constitution, Input
+from caitool.commands._flags import ConstitutionName, Input, ModelFlags, StreamFlags, command
 from caitool.errors import CaitoolError
-from caitool.jsonl import done_ids
-from caitool.judge import JudgeSettings, parse_clamp
-from caitool.options import ModelFlags, StreamFlags, command
-from caitool.preferences import PAIRINGS, LabelOptions, check_for_compare, compare
+from caitool.io import stream
+from caitool.io.jsonl import done_ids
+from caitool.schema import check_samples
+from caitool.stages.feedback import PAIRINGS, LabelOptions, compare
+from caitool.stages.judging import JudgeSettings, parse_clamp
 
 NAME = "compare"
 EXAMPLE = (
@@ -23,7 +23,7 @@ EXAMPLE = (
 @command
 def command(
     input: Input = "-",
-    constitution: Constitution = "harmless",
+    constitution: ConstitutionName = "harmless",
     one_order: Annotated[bool, typer.Option(
         "--one-order", help="Judge each pair in one order only (the default judges both "
         "orders and averages, which cancels the judge's position bias).")] = False,
@@ -68,8 +68,6 @@ def command(
         raise CaitoolError(f"--pairs must be {' or '.join(PAIRINGS)}, not '{pairs}'")
     if not 0 <= tie_threshold <= 0.5:
         raise CaitoolError("--tie-threshold must be between 0 and 0.5")
-    if model.format not in ("auto", "chat", "raw"):
-        raise CaitoolError(f"--format must be auto, chat or raw, not '{model.format}'")
     rules = constitutions.load(constitution)
     settings = JudgeSettings(
         both_orders=not one_order, principles=principles, cot=cot, clamp=parse_clamp(clamp),
@@ -78,26 +76,11 @@ def command(
     settings.check(rules)
     options = LabelOptions(hard=hard, tie_threshold=tie_threshold, drop_ties=drop_ties,
                            pairs=pairs)
-    backend = model.create_backend()
-    # A resumed run skips records whose id is written (see preferences.pair_indices) and,
+    # A resumed run skips records whose id is written (see feedback.pair_indices) and,
     # for records only partly written, the pairs that are.
     written = (done_ids(stream_flags.output)
                if stream_flags.resume and stream_flags.output not in (None, "-") else set())
-    resolved: dict[str, str] = {}
-
-    def process(batch):
-        if "fmt" not in resolved:
-            # Resolving 'auto' loads the tokenizer: only once there is input to judge.
-            resolved["fmt"] = backend.default_format() if settings.fmt == "auto" else settings.fmt
-            settings.fmt = resolved["fmt"]
-        clamp_range = settings.effective_clamp()
-        provenance = {
-            **backend.describe(), "format": settings.fmt, "constitution": rules.name,
-            "principles": principles, "both_orders": settings.both_orders, "cot": cot,
-            "clamp": list(clamp_range) if clamp_range else None, "seed": seed,
-            "labels": "hard" if hard else "soft", "tie_threshold": tie_threshold,
-        }
-        return compare(backend, rules, batch, settings, options, provenance, skip_ids=written)
-
-    stream.run(NAME, input, stream_flags, process, validate=check_for_compare,
-               describe="comparing")
+    with model.create_backend() as backend:
+        stream.run(NAME, input,
+                   lambda batch: compare(backend, rules, batch, settings, options, skip_ids=written),
+                   validate=check_samples, describe="comparing", **stream_flags.stream_options())

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from caitool import constitution as constitutions
-from caitool import stream, supervised
-from caitool.commands._common import Constitution, Input, make_generator
-from caitool.options import ModelFlags, SamplingFlags, StreamFlags, command
+from caitool.commands._flags import ConstitutionName, Input, ModelFlags, SamplingFlags, StreamFlags, command
+from caitool.io import stream
+from caitool.schema import check_for_critique
+from caitool.stages import supervised
 
 NAME = "critique"
 EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool revise -m ./tiny > round1.jsonl
@@ -14,7 +15,7 @@ EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool 
 @command
 def command(
     input: Input = "-",
-    constitution: Constitution = "harmless",
+    constitution: ConstitutionName = "harmless",
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
@@ -27,7 +28,9 @@ def command(
     """
     rules = constitutions.load(constitution)
     rules.require_principles()
-    generator = make_generator(model, sampling)
-    stream.run(NAME, input, stream_flags,
-               lambda batch: supervised.critique(generator(), rules, batch),
-               validate=supervised.check_for_critique, describe="critiquing")
+    params = sampling.params()
+    with model.create_backend() as backend:
+        sampler = supervised.Sampler(backend, params, model.format)
+        stream.run(NAME, input, lambda batch: supervised.critique(sampler, rules, batch),
+                   validate=check_for_critique, describe="critiquing",
+                   **stream_flags.stream_options())

@@ -6,17 +6,15 @@ from typing import Annotated
 import typer
 
 from caitool import console
+from caitool.commands._flags import ModelFlags, command
 from caitool.errors import CaitoolError
-from caitool.options import ModelFlags, command
+from caitool.stages.evaluate.statistics import DIMENSIONS
 
 NAME = "eval"
 EXAMPLE = """    caitool generate -m ./sft < examples/red_team.jsonl > sft.jsonl
     caitool generate -m ./rl  < examples/red_team.jsonl > rl.jsonl
     caitool eval -m ./judge sft.jsonl rl.jsonl > summary.json
     caitool eval -m ./judge base.jsonl sft.jsonl rl.jsonl --principles 4 --plot elo.png"""
-
-DIMENSIONS = ("harmlessness", "helpfulness")
-
 
 Text = str | None
 
@@ -63,8 +61,10 @@ def command(
     with bootstrap confidence intervals per pair, Elo scores per system) and tables on stderr.
     """
     from caitool import constitution as constitutions
-    from caitool import evalreport, evaluation, pairwise
-    from caitool.jsonl import RecordWriter
+    from caitool.io.jsonl import RecordWriter
+    from caitool.stages.evaluate import report as evalreport
+    from caitool.stages.evaluate import statistics, systems
+    from caitool.stages.judging import JudgeSettings, judge_format
 
     if len(files) < 2:
         raise CaitoolError("give at least two files of system responses to compare")
@@ -82,7 +82,7 @@ def command(
     if plot and only:
         raise CaitoolError("--plot needs both dimensions (drop --only)")
     if names is None:
-        labels = pairwise.default_names(files)
+        labels = systems.default_names(files)
     else:
         labels = [name.strip() for name in names.split(",")]
         if len(labels) != len(files) or not all(labels):
@@ -100,31 +100,26 @@ def command(
     if plot:
         evalreport.require_matplotlib()
 
-    systems = [pairwise.load_system(path, label) for path, label in zip(files, labels, strict=True)]
-    pairs = pairwise.pairs(systems)
+    loaded = [systems.load_system(path, label) for path, label in zip(files, labels, strict=True)]
+    pairs = systems.pairs(loaded)
 
-    try:
-        from caitool.judge import JudgeSettings
-    except ImportError:
-        raise CaitoolError("judging is not available in this installation") from None
-    backend = model.create_backend()
-    fmt = backend.default_format() if model.format == "auto" else model.format
-    settings = JudgeSettings(both_orders=True, principles=principles, seed=seed, fmt=fmt)
-
-    outcomes: dict[str, list[evaluation.Outcome]] = {}
+    settings = JudgeSettings(both_orders=True, principles=principles, seed=seed, fmt=model.format)
+    outcomes: dict[str, list[statistics.Outcome]] = {}
     total = sum(len(ids) for _, _, ids in pairs)
-    for dimension in dimensions:
-        outcomes[dimension] = []
-        with console.progress(f"judging {dimension}", total) as advance:
-            for a, b, ids in pairs:
-                outcomes[dimension] += pairwise.judge_pair(
-                    backend, rules[dimension], a, b, ids, settings, batch_size, advance)
-        console.info(NAME, f"judged {dimension} on {total} prompt pairs")
+    with model.create_backend() as backend:
+        for dimension in dimensions:
+            outcomes[dimension] = []
+            with console.progress(f"judging {dimension}", total) as advance:
+                for a, b, ids in pairs:
+                    outcomes[dimension] += systems.judge_pair(
+                        backend, rules[dimension], a, b, ids, settings, batch_size, advance)
+            console.info(NAME, f"judged {dimension} on {total} prompt pairs")
+        judge = {**backend.describe(), "format": judge_format(backend, settings)}
 
-    summary = evaluation.summarize(labels, outcomes, samples=bootstrap, seed=seed,
+    summary = statistics.summarize(labels, outcomes, samples=bootstrap, seed=seed,
                                    reference=reference)
-    summary["files"] = {system.name: system.path for system in systems}
-    summary["judge"] = {**backend.describe(), "format": fmt, "principles": principles,
+    summary["files"] = {system.name: system.path for system in loaded}
+    summary["judge"] = {**judge, "principles": principles,
                         "both_orders": True, "seed": seed,
                         "constitutions": {d: rules[d].name for d in dimensions}}
 

@@ -4,11 +4,11 @@ from typing import Annotated
 
 import typer
 
-from caitool import stream, supervised
-from caitool.commands._common import Input, make_generator
+from caitool.commands._flags import Input, ModelFlags, SamplingFlags, StreamFlags, command
 from caitool.errors import CaitoolError
-from caitool.options import ModelFlags, SamplingFlags, StreamFlags, command
-from caitool.records import check_prompt
+from caitool.io import stream
+from caitool.schema import check_prompt
+from caitool.stages import supervised
 
 NAME = "generate"
 EXAMPLE = """    caitool generate -m ./tiny < examples/red_team.jsonl > answers.jsonl
@@ -27,7 +27,8 @@ def command(
     """Answer prompt records with the model ('response', or 'responses' with -n > 1)."""
     if n < 1:
         raise CaitoolError("-n/--num-samples must be at least 1")
-    generator = make_generator(model, sampling)
-    stream.run(NAME, input, stream_flags,
-               lambda batch: supervised.generate(generator(), batch, n=n),
-               validate=check_prompt, describe="generating")
+    params = sampling.params()
+    with model.create_backend() as backend:
+        sampler = supervised.Sampler(backend, params, model.format)
+        stream.run(NAME, input, lambda batch: supervised.generate(sampler, batch, n=n),
+                   validate=check_prompt, describe="generating", **stream_flags.stream_options())

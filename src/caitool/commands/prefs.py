@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from caitool import console, stream
-from caitool.commands._common import Input
-from caitool.options import StreamFlags, command
-from caitool.preferences import by_construction, check_for_prefs
+from caitool import console
+from caitool.commands._flags import Input, StreamFlags, command
+from caitool.io import stream
+from caitool.schema import check_for_prefs
+from caitool.stages import feedback
 
 NAME = "prefs"
 EXAMPLE = (
@@ -24,20 +25,9 @@ def command(
     (the last revision), 'rejected' (the initial response), 'p_chosen' 1.0. A record whose
     revision is the same text as its initial response gives no pair.
     """
-    same = []
-
-    def process(batch):
-        out = []
-        for record in batch:
-            result = by_construction(record)
-            if result is None:
-                same.append(record["id"])
-            else:
-                out.append(result)
-        return out
-
-    stream.run(NAME, input, stream_flags, process, validate=check_for_prefs,
-               describe="pairing")
-    if same:
-        console.warn(NAME, f"{len(same)} record(s) left out: revision identical to the "
-                     f"initial response (first: {same[0]})")
+    unchanged: list[str] = []
+    stream.run(NAME, input, lambda batch: feedback.prefs(batch, unchanged),
+               validate=check_for_prefs, describe="pairing", **stream_flags.stream_options())
+    if unchanged:
+        console.warn(NAME, f"{len(unchanged)} record(s) left out: revision identical to the "
+                     f"initial response (first: {unchanged[0]})")

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from caitool import constitution as constitutions
-from caitool import stream, supervised
-from caitool.commands._common import Constitution, Input, make_generator
-from caitool.options import ModelFlags, SamplingFlags, StreamFlags, command
+from caitool.commands._flags import ConstitutionName, Input, ModelFlags, SamplingFlags, StreamFlags, command
+from caitool.io import stream
+from caitool.schema import check_for_revise
+from caitool.stages import supervised
 
 NAME = "revise"
 EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool revise -m ./tiny > round1.jsonl"""
@@ -12,7 +13,7 @@ EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool 
 @command
 def command(
     input: Input = "-",
-    constitution: Constitution = "harmless",
+    constitution: ConstitutionName = "harmless",
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
@@ -26,13 +27,14 @@ def command(
     known = {p.id for p in rules.principles}
 
     def validate(record):
-        problem = supervised.check_for_revise(record)
+        problem = check_for_revise(record)
         if problem is None and record["revisions"][-1].get("principle") not in known:
             return (f"principle '{record['revisions'][-1].get('principle')}' is not in "
                     f"constitution '{rules.name}' (use the one the critique used)")
         return problem
 
-    generator = make_generator(model, sampling)
-    stream.run(NAME, input, stream_flags,
-               lambda batch: supervised.revise(generator(), rules, batch),
-               validate=validate, describe="revising")
+    params = sampling.params()
+    with model.create_backend() as backend:
+        sampler = supervised.Sampler(backend, params, model.format)
+        stream.run(NAME, input, lambda batch: supervised.revise(sampler, rules, batch),
+                   validate=validate, describe="revising", **stream_flags.stream_options())

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from caitool.commands._common import Input
+from caitool.commands._flags import Input
 from caitool.errors import CaitoolError, InputError
 
 NAME = "show"
@@ -36,7 +36,7 @@ def command(
 
     from caitool import console as messages
     from caitool import view
-    from caitool.jsonl import iter_records, source_name
+    from caitool.io.jsonl import iter_records, source_name
 
     if limit is not None and limit < 1:
         raise CaitoolError("--limit must be at least 1")

@@ -23,7 +23,7 @@ def command(
 
     Deterministic for a given seed; used by the tests and 'make smoke' so no model hub is needed.
     """
-    from caitool.tiny import build
+    from caitool.testing.tiny import build
 
     path = build(directory, seed=seed, seq_cls=reward, hidden_size=hidden_size, layers=layers)
     console.info(NAME, f"wrote {'reward' if reward else 'causal'} model to {path}")

@@ -4,11 +4,13 @@ from typing import Annotated
 
 import typer
 
-from caitool.commands.train_sft import Inputs
-from caitool.options import TrainFlags, command
+from caitool.commands._flags import command
+from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
 
+CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-dpo"
-EXAMPLE = """    caitool train-dpo prefs.jsonl -m ./sft -o ./dpo --beta 0.1"""
+EXAMPLE = """    caitool train-dpo prefs.jsonl -m ./sft -o ./dpo --beta 0.1
+    caitool train-dpo prefs.jsonl -m ./sft -o ./dpo --loss_type ipo --report-to tensorboard"""
 
 
 @command
@@ -23,7 +25,10 @@ def command(
     Reads TRL preference rows ('prompt', 'chosen', 'rejected'), as 'caitool compare' writes
     them. Labels are hard: the preferred answer is the one 'p_chosen' favours, and ties are
     left out (and counted).
-    """
-    from caitool.training.run import train_dpo
 
-    train_dpo(NAME, inputs or ["-"], train, beta=beta)
+    Every field of TRL's DPOConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
+    key; --help-trl lists them with TRL's help.
+    """
+    from caitool.training import dpo
+
+    run(dpo, NAME, inputs, train, beta=beta)

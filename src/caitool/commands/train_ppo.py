@@ -4,11 +4,13 @@ from typing import Annotated
 
 import typer
 
-from caitool.commands.train_sft import Inputs
-from caitool.options import TrainFlags, command
+from caitool.commands._flags import command
+from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
 
+CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-ppo"
-EXAMPLE = """    caitool train-ppo red_team.jsonl -m ./sft -r ./rm -o ./rl --kl-coef 0.05"""
+EXAMPLE = """    caitool train-ppo red_team.jsonl -m ./sft -r ./rm -o ./rl --kl-coef 0.05
+    caitool train-ppo red_team.jsonl -m ./sft -r ./rm -o ./rl --num_ppo_epochs 2 --whiten_rewards"""
 
 
 @command
@@ -33,9 +35,12 @@ def command(
     The reward is the reward model's score minus a KL penalty to the starting policy.
     Responses stop at the end-of-sequence token; one that never ends is penalised. --max-steps
     counts rollout batches; --max-length cuts long prompts.
-    """
-    from caitool.training.ppo import train_ppo
 
-    train_ppo(NAME, inputs or ["-"], train, reward_model=reward_model, value_model=value_model,
-              kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
-              max_new_tokens=max_new_tokens, temperature=temperature)
+    Every field of TRL's PPOConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
+    key; --help-trl lists them with TRL's help.
+    """
+    from caitool.training import ppo
+
+    run(ppo, NAME, inputs, train, reward_model=reward_model, value_model=value_model,
+        kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
+        max_new_tokens=max_new_tokens, temperature=temperature)

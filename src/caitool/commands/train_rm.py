@@ -4,12 +4,14 @@ from typing import Annotated
 
 import typer
 
-from caitool.commands.train_sft import Inputs
-from caitool.options import TrainFlags, command
+from caitool.commands._flags import command
+from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
 
+CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-rm"
 EXAMPLE = """    caitool train-rm prefs.jsonl -m ./sft -o ./rm --epochs 1
-    caitool train-rm prefs.jsonl -m ./sft -o ./rm --labels hard --margin 0.5"""
+    caitool train-rm prefs.jsonl -m ./sft -o ./rm --labels hard --margin 0.5
+    caitool train-rm prefs.jsonl -m ./sft -o ./rm --config rm.yaml --warmup_steps 10"""
 
 
 @command
@@ -34,8 +36,11 @@ def command(
     With soft labels (p_chosen, as 'caitool compare' writes) the loss is the cross-entropy
     against p, so a tie teaches no preference. Starts from a causal or classifier checkpoint
     (a causal one gets a new score head). Reports held-out pairwise accuracy.
-    """
-    from caitool.training.run import train_rm
 
-    train_rm(NAME, inputs or ["-"], train, labels=labels, margin=margin, eval_split=eval_split,
-             eval_inputs=eval_file, too_long=too_long)
+    Every field of TRL's RewardConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
+    key; --help-trl lists them with TRL's help.
+    """
+    from caitool.training import rm
+
+    run(rm, NAME, inputs, train, labels=labels, margin=margin, eval_split=eval_split,
+        eval_inputs=eval_file, too_long=too_long)

@@ -4,14 +4,14 @@ from typing import Annotated
 
 import typer
 
-from caitool.options import TrainFlags, command
+from caitool.commands._flags import command
+from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
 
+CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-sft"
 EXAMPLE = """    caitool train-sft round4.jsonl helpful.jsonl -m BASE -o sft --all-rounds
+    caitool train-sft data.jsonl -m BASE -o sft --warmup_steps 0.1 --lr_scheduler_type cosine
     accelerate launch --multi_gpu --num_processes 8 -m caitool train-sft data.jsonl -m BASE -o sft"""
-
-Inputs = Annotated[list[str], typer.Argument(
-    help="JSONL files (- for stdin); several are simply concatenated.", show_default=False)]
 
 
 @command
@@ -27,7 +27,10 @@ def command(
     Reads caitool records ('prompt' or 'messages', and 'response'), 'prompt'/'completion'
     rows, or TRL 'messages' rows ending with the assistant's reply. The loss covers the reply
     only. Writes a model directory; metrics go to stdout as JSONL.
-    """
-    from caitool.training.run import train_sft
 
-    train_sft(NAME, inputs or ["-"], train, all_rounds=all_rounds)
+    Every field of TRL's SFTConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
+    key; --help-trl lists them with TRL's help.
+    """
+    from caitool.training import sft
+
+    run(sft, NAME, inputs, train, all_rounds=all_rounds)

@@ -1,7 +1,7 @@
 """Training on caitool's records with TRL: SFT, reward model, PPO and DPO.
 
-``data`` turns records into TRL datasets (checking them, with file:line errors, before any
-model is loaded); ``config`` builds TRL config objects from defaults, a YAML file and flags;
-``callbacks`` writes metrics as JSONL and draws the progress bar; ``reward`` holds the
-soft-label reward trainer; ``run`` ties them together, one function per command.
+One module per trainer (``sft``, ``rm``, ``dpo``, ``ppo``) reads and checks the data
+(``data``), builds its TRL config from defaults, a YAML file and flags (``args``), and hands
+the trainer to the one shared path (``fit``) that trains and saves. ``callbacks`` writes
+metrics as JSONL and draws the progress bar; ``reward`` holds the soft-label reward trainer.
 """

@@ -21,21 +21,22 @@ from transformers import TrainerCallback
 
 from caitool import console
 from caitool.errors import CaitoolError
-from caitool.training import config as configs
-from caitool.training import data
-from caitool.training.run import (
-    CHECKPOINTS,
-    _checkpoint,
-    _first_line,
-    _load_tokenizer,
-    _quiet_libraries,
-    _save,
-    _session,
-)
+from caitool.render import has_chat_template, policy_prompt_ids, resolve_format
+from caitool.schema import check_prompt, conversation
+from caitool.training import args, data, fit
 
 VALUE_DIR = "value_model"
-PPO_FLAG_FIELDS = {k: v for k, v in configs.FLAG_FIELDS.items()
-                   if k not in ("max_length", "max_steps")}
+# --max-length cuts prompts and --max-steps counts rollout batches: not TRL's fields here.
+SHORTCUTS = tuple(name for name in args.SHORTCUTS if name not in ("max_length", "max_steps"))
+OWNED = {"sft_model_path": "-m/--model", "reward_model_path": "-r/--reward-model"}
+
+
+def config_class() -> type:
+    # PPO is only in trl.experimental in TRL 1.12 (the last release with it): known and pinned.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.ppo import PPOConfig
+
+    return PPOConfig
 
 
 def check_same_tokenizer(policy_tok, other_tok, policy: str, other: str, role: str) -> None:
@@ -55,13 +56,13 @@ def check_same_tokenizer(policy_tok, other_tok, policy: str, other: str, role: s
                                f"has {a}: they must share one tokenizer")
 
 
-def _check_reward_config(path: str) -> None:
+def check_reward_config(path: str) -> None:
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise CaitoolError(f"cannot load the reward model '{path}': {_first_line(exc)}") from None
+        raise CaitoolError(f"cannot load the reward model '{path}': {fit.first_line(exc)}") from None
     architectures = getattr(config, "architectures", None) or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures) \
             or getattr(config, "num_labels", None) != 1:
@@ -94,90 +95,111 @@ class _Continue(TrainerCallback):
             value.save_pretrained(checkpoint / VALUE_DIR)
 
 
-def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
-              value_model: str | None = None, kl_coef: float | None = None,
+def configure(flags: Any, asked: args.Request, reward_model: str, kl_coef: float | None = None,
               missing_eos_penalty: float | None = None, max_new_tokens: int | None = None,
-              temperature: float | None = None) -> None:
-    configs.check_knobs(flags)
+              temperature: float | None = None) -> args.Settings:
+    shortcuts = args.shortcut_values(flags, SHORTCUTS)
+    for name, value in (("kl_coef", kl_coef), ("missing_eos_penalty", missing_eos_penalty),
+                        ("response_length", max_new_tokens), ("temperature", temperature)):
+        if value is not None:
+            shortcuts[name] = value
+    defaults: dict[str, Any] = {"stop_token": "eos", "missing_eos_penalty": 1.0,
+                                "num_sample_generations": 0, "response_length": 64}
+    if asked.sets("stop_token_id"):
+        del defaults["stop_token"]  # TRL takes one or the other
+    return args.build(config_class(), flags, asked, str(Path(flags.output) / fit.CHECKPOINTS),
+                      defaults=defaults, shortcuts=shortcuts,
+                      filled={"sft_model_path": flags.model, "reward_model_path": reward_model})
+
+
+def check_models(command: str, flags: Any, reward_model: str, value_model: str | None):
+    """The policy's tokenizer, once the reward and value models are known to fit it."""
+    fit.quiet_libraries()
+    tokenizer = fit.load_tokenizer(flags.model, "policy")
+    check_reward_config(reward_model)
+    check_same_tokenizer(tokenizer, fit.load_tokenizer(reward_model, "reward model"),
+                         flags.model, reward_model, "reward model")
+    if value_model and value_model != reward_model:
+        check_same_tokenizer(tokenizer, fit.load_tokenizer(value_model, "value model"),
+                             flags.model, value_model, "value model")
+    if tokenizer.pad_token_id == tokenizer.eos_token_id:
+        console.warn(command, "the pad token is the end-of-sequence token: PPO masks pad tokens, "
+                              "so end-of-sequence tokens inside prompts are masked too")
+    return tokenizer
+
+
+def prompt_rows(command: str, records: list[dict[str, Any]], tokenizer, fmt: str,
+                max_length: int | None) -> list[dict[str, Any]]:
+    rows, cut = [], 0
+    for record in records:
+        ids, was_cut = data.keep_end(policy_prompt_ids(tokenizer, conversation(record), fmt),
+                                     max_length)
+        cut += was_cut
+        rows.append({"input_ids": ids})
+    if cut:
+        console.warn(command, f"{cut} prompt(s) longer than {max_length} tokens were cut "
+                              "to their last tokens")
+    return rows
+
+
+def fit_rollouts(command: str, settings: args.Settings, prompts: int) -> int:
+    """Processes x batch size x accumulation steps: the prompts one rollout batch takes."""
+    from accelerate import PartialState
+
+    config = settings.args
+    world = PartialState().num_processes
+    rollout = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    fitting = prompts // (world * config.gradient_accumulation_steps)
+    if prompts < rollout * world and fitting >= 1 \
+            and "per_device_train_batch_size" not in settings.values:
+        # Only TRL's default batch size was in the way: a few prompts still make a run.
+        console.warn(command, f"only {prompts} prompts: batch size {fitting} instead of "
+                              f"{config.per_device_train_batch_size}")
+        config.per_device_train_batch_size = fitting
+        rollout = fitting * config.gradient_accumulation_steps
+    if prompts < rollout * world:
+        raise CaitoolError(
+            f"{prompts} prompts cannot fill one rollout batch of {rollout * world} "
+            f"(--batch-size x --gradient-accumulation-steps x processes): give more prompts "
+            "or a smaller --batch-size")
+    return rollout * world
+
+
+def train(command: str, arguments: list[str], flags: Any, reward_model: str,
+          value_model: str | None = None, kl_coef: float | None = None,
+          missing_eos_penalty: float | None = None, max_new_tokens: int | None = None,
+          temperature: float | None = None) -> None:
+    args.check_knobs(flags)
     if not reward_model:
         raise CaitoolError("no reward model given: pass -r/--reward-model")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise CaitoolError("--max-new-tokens must be at least 1")
     if missing_eos_penalty is not None and missing_eos_penalty < 0:
         raise CaitoolError("--missing-eos-penalty must be >= 0")
-    records = data.read_records(command, inputs, data.check_prompt_only, flags.skip_invalid)
-    out = Path(flags.output)
-    # PPO is only in trl.experimental in TRL 1.12 (the last release with it): known and pinned.
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.ppo import PPOConfig
-
-    extra: dict[str, Any] = {"sft_model_path": flags.model, "reward_model_path": reward_model}
-    for name, value in (("kl_coef", kl_coef), ("missing_eos_penalty", missing_eos_penalty),
-                        ("response_length", max_new_tokens), ("temperature", temperature)):
-        if value is not None:
-            extra[name] = value
-    defaults: dict[str, Any] = {"stop_token": "eos", "missing_eos_penalty": 1.0,
-                                "num_sample_generations": 0, "response_length": 64}
-    if flags.config and "stop_token_id" in configs.load_yaml(flags.config):
-        del defaults["stop_token"]  # TRL takes one or the other
-    settings = configs.build(PPOConfig, flags, str(out / CHECKPOINTS), defaults,
-                             flag_fields=PPO_FLAG_FIELDS, extra=extra)
-    args = settings.args
-    if args.stop_token is None and args.stop_token_id is None:
+    asked = args.request(config_class, flags, arguments, OWNED)
+    records = data.read_records(command, asked.inputs, check_prompt, flags.skip_invalid)
+    settings = configure(flags, asked, reward_model, kl_coef, missing_eos_penalty,
+                         max_new_tokens, temperature)
+    config = settings.args
+    if config.stop_token is None and config.stop_token_id is None:
         console.warn(command, "no stop token (stop_token and stop_token_id unset): responses are "
                               "scored at full length, wherever they end")
 
-    _quiet_libraries()
-    tokenizer = _load_tokenizer(flags.model, "policy")
-    _check_reward_config(reward_model)
-    check_same_tokenizer(tokenizer, _load_tokenizer(reward_model, "reward model"),
-                         flags.model, reward_model, "reward model")
-    if value_model and value_model != reward_model:
-        check_same_tokenizer(tokenizer, _load_tokenizer(value_model, "value model"),
-                             flags.model, value_model, "value model")
-    if tokenizer.pad_token_id == tokenizer.eos_token_id:
-        console.warn(command, "the pad token is the end-of-sequence token: PPO masks pad tokens, "
-                              "so end-of-sequence tokens inside prompts are masked too")
-    fmt = data.resolve_format(flags.format, tokenizer, flags.model)
-
-    rows, cut = [], 0
-    for record in records:
-        ids, was_cut = data.keep_end(data.prompt_ids(tokenizer, data.conversation(record), fmt),
-                                     flags.max_length)
-        cut += was_cut
-        rows.append({"input_ids": ids})
-    if cut:
-        console.warn(command, f"{cut} prompt(s) longer than {flags.max_length} tokens were cut "
-                              "to their last tokens")
-
-    from accelerate import PartialState
-
-    world = PartialState().num_processes
-    rollout = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    fitting = len(rows) // (world * args.gradient_accumulation_steps)
-    if len(rows) < rollout * world and fitting >= 1 \
-            and "per_device_train_batch_size" not in settings.values:
-        # Only TRL's default batch size was in the way: a few prompts still make a run.
-        console.warn(command, f"only {len(rows)} prompts: batch size {fitting} instead of "
-                              f"{args.per_device_train_batch_size}")
-        args.per_device_train_batch_size = fitting
-        rollout = fitting * args.gradient_accumulation_steps
-    if len(rows) < rollout * world:
-        raise CaitoolError(
-            f"{len(rows)} prompts cannot fill one rollout batch of {rollout * world} "
-            f"(--batch-size x --gradient-accumulation-steps x processes): give more prompts "
-            "or a smaller --batch-size")
+    tokenizer = check_models(command, flags, reward_model, value_model)
+    fmt = resolve_format(flags.format, has_chat_template(tokenizer), flags.model)
+    rows = prompt_rows(command, records, tokenizer, fmt, flags.max_length)
+    rollout = fit_rollouts(command, settings, len(rows))
     if flags.max_steps is not None:
-        args.total_episodes = flags.max_steps * rollout * world
-    console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout * world}")
+        config.total_episodes = flags.max_steps * rollout
+    console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout}")
 
-    checkpoint = _checkpoint(flags, out / CHECKPOINTS)
+    checkpoint = fit.resume_checkpoint(flags)
     done_steps = done_episodes = 0
     if checkpoint is not None:
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
         done_steps, done_episodes = state.get("global_step", 0), state.get("episode", 0)
-        total = args.total_episodes or int(args.num_train_epochs * len(rows))
-        args.total_episodes = max(total - done_episodes, 0)
+        total = config.total_episodes or int(config.num_train_epochs * len(rows))
+        config.total_episodes = max(total - done_episodes, 0)
         console.warn(command, f"resuming from {checkpoint} (step {done_steps}): policy and value "
                               "weights continue; the optimizer and learning-rate schedule "
                               "start afresh; the reference is still the starting policy")
@@ -187,15 +209,13 @@ def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOTrainer
 
-    from caitool.training import callbacks
-
     def load(cls, path, what, **kwargs):
         try:
             return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
         except (OSError, ValueError) as exc:
-            raise CaitoolError(f"cannot load the {what} '{path}': {_first_line(exc)}") from None
+            raise CaitoolError(f"cannot load the {what} '{path}': {fit.first_line(exc)}") from None
 
-    peft_config = configs.lora_config(settings.lora, "CAUSAL_LM") if settings.lora else None
+    peft_config = fit.peft_config(settings, "CAUSAL_LM")
     ref_policy = None
     if checkpoint is None:
         policy = load(AutoModelForCausalLM, flags.model, "policy")
@@ -215,31 +235,35 @@ def train_ppo(command: str, inputs: list[str], flags: Any, reward_model: str,
     value = load(AutoModelForSequenceClassification, value_path, "value model", num_labels=1)
 
     padding_side = tokenizer.padding_side
-    # Prompts are padded on the left so that every response starts at the same position.
-    tokenizer.padding_side = "left"
     continuing = _Continue(done_steps, done_episodes)
-    with _session(flags) as stream:
-        trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy,
+
+    def make_trainer():
+        # Prompts are padded on the left so that every response starts at the same position.
+        tokenizer.padding_side = "left"
+        trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy,
                              ref_model=ref_policy, reward_model=reward,
                              train_dataset=Dataset.from_list(rows), value_model=value,
                              peft_config=peft_config, callbacks=[continuing])
         continuing.trainer = trainer
-        metrics = callbacks.install(trainer, command, stream, "PPO")
-        if args.total_episodes > 0:
-            trainer.train()
-        tokenizer.padding_side = padding_side
-        model = trainer.accelerator.unwrap_model(trainer.model).policy
+        return trainer
+
+    def summary(trainer, model, metrics) -> dict[str, Any]:
+        tokenizer.padding_side = padding_side  # the saved tokenizer keeps its own
         scores = [line["objective/scores"] for line in metrics.lines
                   if line.get("objective/scores") is not None]
         kls = [line["objective/kl"] for line in metrics.lines
                if line.get("objective/kl") is not None]
-        summary: dict[str, Any] = {"inputs": inputs, "format": fmt, "prompts": len(rows),
-                                   "reward_model": reward_model, "value_model": value_path,
-                                   "kl_coef": args.kl_coef,
-                                   "missing_eos_penalty": args.missing_eos_penalty}
+        extra: dict[str, Any] = {"inputs": asked.inputs, "format": fmt, "prompts": len(rows),
+                                 "reward_model": reward_model, "value_model": value_path,
+                                 "kl_coef": config.kl_coef,
+                                 "missing_eos_penalty": config.missing_eos_penalty}
         if scores:
-            summary.update({"first_score": scores[0], "last_score": scores[-1],
-                            "last_kl": kls[-1] if kls else None})
+            extra.update({"first_score": scores[0], "last_score": scores[-1],
+                          "last_kl": kls[-1] if kls else None})
             console.info(command, f"mean reward {scores[0]:.3f} -> {scores[-1]:.3f}, "
                                   f"KL to the start {kls[-1] if kls else float('nan'):.3f}")
-        _save(command, trainer, model, tokenizer, out, flags, summary, settings.lora)
+        return extra
+
+    fit.fit(command, flags, settings, tokenizer, make_trainer, "PPO", summary,
+            train=config.total_episodes > 0,
+            model_of=lambda trainer: trainer.accelerator.unwrap_model(trainer.model).policy)

@@ -1,0 +1,295 @@
+"""In-process transformers backend: CPU or GPU, left-padded length-sorted batches.
+
+This module loads the model, encodes prompts and runs generation and option scoring. The
+shared few-shot prefix of critique and revision prompts is handled by ``prefix_cache`` (and
+attended to once per batch by ``shared_prefix``); batching and the back-off on running out
+of memory, the same for both paths, by ``batching``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
+from caitool.backends.hf.batching import forward_kwargs, pad_left, run_in_batches
+from caitool.backends.hf.prefix_cache import PrefixCache, common_prefix
+from caitool.errors import CaitoolError
+from caitool.render import Prompt, adds_special_tokens, has_chat_template, prompt_text
+
+
+def check_model_path(model: str) -> None:
+    """Fail early, in one line, for a local path that does not exist."""
+    if os.path.exists(model):
+        if os.path.isdir(model) and not os.path.exists(os.path.join(model, "config.json")):
+            raise CaitoolError(f"model '{model}' is a directory without config.json")
+        return
+    if model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep + os.sep in model:
+        raise CaitoolError(f"model path '{model}' does not exist")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class HFOptions:
+    device: str = "auto"            # cpu, cuda, cuda:1 ... or auto
+    dtype: str = "auto"             # auto, float32, bfloat16, float16
+    max_batch_size: int = 64        # rows per forward pass (halved on running out of memory)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise CaitoolError(f"unknown --dtype '{self.dtype}' (use {', '.join(DTYPES)})")
+        if self.max_batch_size < 1:
+            raise CaitoolError("--max-batch-size must be at least 1")
+
+
+class HFBackend(Backend):
+    name = "hf"
+    Options = HFOptions
+
+    def __init__(self, model: str, reuse_prefix: bool = True, **options: Any):
+        """``reuse_prefix`` is off only to measure what sharing the few-shot prefix saves
+        (``make bench``); it is no option a user sets."""
+        super().__init__(model, **options)
+        check_model_path(model)
+        self.device_name = self.options.device
+        self.dtype_name = self.options.dtype
+        self.max_batch_size = self.options.max_batch_size
+        self.reuse_prefix = reuse_prefix
+        self._model = None
+        self._tokenizer = None
+        self._prefix_cache: PrefixCache | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # caitool draws its own progress on stderr; the library's bars would interleave.
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()
+        device = self.device_name
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.dtype_name == "auto":
+            bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+            dtype = torch.bfloat16 if bf16 else torch.float32
+        else:
+            dtype = getattr(torch, self.dtype_name)  # HFOptions allows only torch's names
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model)
+            model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype)
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CaitoolError(
+                f"cannot load model '{self.model}': {first} (offline? build one with "
+                "'caitool tiny-model DIR')"
+            ) from None
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.to(device)
+        model.eval()
+        self.device = device
+        self._tokenizer = tokenizer
+        self._model = model
+        self._prefix_cache = PrefixCache(tokenizer, model, device, enabled=self.reuse_prefix)
+
+    @property
+    def tokenizer(self):
+        self._load()
+        return self._tokenizer
+
+    @property
+    def hf_model(self):
+        self._load()
+        return self._model
+
+    @property
+    def prefix_cache(self) -> PrefixCache:
+        self._load()
+        return self._prefix_cache  # type: ignore[return-value]
+
+    def has_chat_template(self) -> bool:
+        return has_chat_template(self.tokenizer)
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str:
+        return prompt_text(self.tokenizer, prompt, self.model)
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        if not prompts:
+            return []
+        texts = [self.render(p) for p in prompts]
+        special = [adds_special_tokens(p) for p in prompts]
+        if all(special) or not any(special):
+            return self.prefix_cache.tokenize(texts, add_special=special[0])
+        return [self.tokenizer(t, add_special_tokens=s)["input_ids"] for t, s in zip(texts, special)]
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
+        if not prompts:
+            return []
+        import torch
+
+        encoded = self.encode(prompts)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        # The batch size counts rows, and each prompt makes n of them.
+        samples = max(1, params.n)
+
+        def run(batch: list[int]) -> list[list[str]]:
+            texts = self._generate_batch([encoded[i] for i in batch], params)
+            return [texts[row * params.n:(row + 1) * params.n] for row in range(len(batch))]
+
+        def shrink(prompts_per_batch: int) -> None:
+            self.max_batch_size = prompts_per_batch * samples
+
+        return run_in_batches([len(e) for e in encoded], max(1, self.max_batch_size // samples),
+                              run, shrink=shrink,
+                              single_row_error="out of memory on a single prompt; lower --max-new-tokens")
+
+    def _generate_batch(self, sequences: list[list[int]], params: SamplingParams) -> list[str]:
+        import torch
+
+        batch = self.prefix_cache.inputs(sequences, params.max_new_tokens)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.temperature > 0,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode(), batch.attending():
+            if params.n > 1:
+                batch = batch.for_samples(self.hf_model, params.n)
+            if batch.cache is not None:
+                kwargs["cache"] = batch.cache
+            if batch.positions is not None:
+                kwargs["position_ids"] = batch.positions
+            output = self.hf_model.generate(input_ids=batch.ids, attention_mask=batch.mask, **kwargs)
+        new_tokens = output[:, batch.ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop(text, params.stop).strip() for text in texts]
+
+    # -- option scoring --------------------------------------------------------------------
+
+    def score(self, prompts: list[Prompt], options: list[list[str]]) -> list[OptionScores]:
+        """Sum of token log-probabilities of each option after its prompt.
+
+        Each prompt (with the tokens its options all start with) goes through the model once;
+        the first distinct token of every option is read from that pass's last position.
+        Options longer than that (" (A)" is " (", "A", ")" for most tokenizers) continue from
+        the prompt's KV cache in one short second pass over all their remaining tokens. All
+        prompts go through in length-sorted batches, halved on running out of memory.
+        """
+        if not prompts:
+            return []
+        encoded = self.encode(prompts)
+        jobs: list[_ScoreJob] = []
+        for index, (prompt_ids, opts) in enumerate(zip(encoded, options, strict=True)):
+            option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
+            if any(not ids for ids in option_ids):
+                raise CaitoolError("cannot score an empty option")
+            if not option_ids:
+                continue
+            # Every option keeps at least one token of its own to be scored.
+            shared = common_prefix(option_ids)[:min(len(ids) for ids in option_ids) - 1]
+            context = prompt_ids + shared
+            if not context:
+                raise CaitoolError("cannot score options after an empty prompt")
+            jobs.append(_ScoreJob(index, context, shared,
+                                  [ids[len(shared):] for ids in option_ids]))
+
+        def run(batch: list[int]) -> list[list[float]]:
+            return self._score_batch([jobs[i] for i in batch])
+
+        def shrink(batch_size: int) -> None:
+            self.max_batch_size = batch_size
+
+        values = run_in_batches([len(j.context) for j in jobs], self.max_batch_size, run, shrink=shrink,
+                                single_row_error="out of memory scoring a single prompt; use a shorter "
+                                                 "prompt or a smaller model")
+        scores: list[list[float]] = [[] for _ in prompts]
+        for job, job_scores in zip(jobs, values, strict=True):
+            scores[job.prompt_index] = job_scores
+        return [OptionScores(s) for s in scores]
+
+    def _score_batch(self, jobs: list[_ScoreJob]) -> list[list[float]]:
+        import torch
+
+        model = self.hf_model
+        ids, mask = pad_left([job.context for job in jobs], self.tokenizer.pad_token_id, self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        longest = max(len(tail) for job in jobs for tail in job.tails)
+        # The shared tokens end the context: their log-probabilities are read from the
+        # positions just before its end, so keep that many more positions' logits.
+        keep = max(len(job.shared) for job in jobs) + 1
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                        use_cache=longest > 1, **forward_kwargs(model, keep))
+            first = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
+            results = []
+            for row, job in enumerate(jobs):
+                n = len(job.shared)
+                shared = sum(float(first[row, keep - 1 - n + i, token])
+                             for i, token in enumerate(job.shared))
+                results.append([shared + float(first[row, -1, tail[0]]) for tail in job.tails])
+            if longest == 1:
+                return results
+            # Second pass: the rest of every option, one row per (prompt, option), continuing
+            # from the prompt's cache repeated once per option.
+            per_prompt = max(len(job.tails) for job in jobs)
+            width = longest - 1
+            cache = out.past_key_values
+            if cache is None:
+                raise CaitoolError(f"model '{self.model}' returns no KV cache, so options "
+                                   "longer than one token cannot be scored")
+            cache.batch_repeat_interleave(per_prompt)
+            pad = self.tokenizer.pad_token_id
+            tail_ids = torch.full((len(jobs) * per_prompt, width), pad, dtype=torch.long)
+            tail_mask = torch.zeros_like(tail_ids)
+            for row, job in enumerate(jobs):
+                for k, tail in enumerate(job.tails):
+                    feed = tail[:-1]
+                    if feed:
+                        tail_ids[row * per_prompt + k, :len(feed)] = torch.tensor(feed)
+                        tail_mask[row * per_prompt + k, :len(feed)] = 1
+            tail_ids, tail_mask = tail_ids.to(ids.device), tail_mask.to(ids.device)
+            starts = mask.sum(-1).repeat_interleave(per_prompt)
+            tail_positions = starts[:, None] + torch.arange(width, device=ids.device)[None, :]
+            full_mask = torch.cat([mask.repeat_interleave(per_prompt, dim=0), tail_mask], dim=-1)
+            logits = model(input_ids=tail_ids, attention_mask=full_mask,
+                           position_ids=tail_positions, use_cache=False,
+                           **forward_kwargs(model, width, cache)).logits
+            rest = torch.log_softmax(logits[:, -width:].float(), dim=-1)
+            for row, job in enumerate(jobs):
+                for k, tail in enumerate(job.tails):
+                    for offset, token in enumerate(tail[1:]):
+                        results[row][k] += float(rest[row * per_prompt + k, offset, token])
+        return results
+
+    def close(self) -> None:
+        self._model = None
+        self._prefix_cache = None
+
+
+@dataclass
+class _ScoreJob:
+    prompt_index: int
+    context: list[int]          # prompt tokens, then the tokens all options start with
+    shared: list[int]           # the tokens all options start with
+    tails: list[list[int]]      # each option's own tokens (at least one)
+

@@ -1,0 +1,257 @@
+"""Option scores from an OpenAI-compatible server, three ways, best first.
+
+- ``echo`` (raw prompts): ``/completions`` with ``echo`` and ``logprobs`` returns the prompt's
+  own token log-probabilities, so prompt+option gives the option's summed log-probability:
+  the number the local backends compute.
+- ``chat``: the answer cue and the options' shared start ("The answer is: (") are written for
+  the model, and the ``top_logprobs`` of the next token score each option.
+- ``sampled``: for servers that return no log-probabilities, short answers are sampled and
+  the option each one picks is counted.
+
+Whether the server gives log-probabilities is learnt from the first prompt of each kind and
+remembered on the backend; the backend sends the requests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from caitool.backends.base import OptionScores, SamplingParams
+from caitool.render import Prompt
+
+if TYPE_CHECKING:
+    from caitool.backends.openai.backend import OpenAIBackend
+
+TOP_LOGPROBS = 20
+SCORE_SAMPLES = 8
+SCORE_MAX_TOKENS = 16
+# Added to every count when turning sampled answers into probabilities, so an option that
+# was never sampled keeps a finite log-probability.
+SMOOTHING = 0.5
+
+
+class Unsupported(Exception):
+    """The server answered without the log-probabilities that were asked for."""
+
+
+class NoChoice(Exception):
+    """Log-probabilities came back, but the answer never reached an option."""
+
+
+async def score_all(backend: OpenAIBackend, prompts: list[Prompt], options: list[list[str]]
+                    ) -> tuple[list[OptionScores | None], dict[int, str]]:
+    """Scores for each prompt, and the reason for each prompt whose requests failed."""
+    results: list[OptionScores | None] = [None] * len(prompts)
+    failures: dict[int, str] = {}
+    # The first prompt of each kind goes alone, so that the rest know whether the server
+    # gives log-probabilities before they are sent.
+    first: dict[str, int] = {}
+    for index, prompt in enumerate(prompts):
+        first.setdefault("chat" if prompt.is_chat else "raw", index)
+    probes = sorted(first.values())
+    for group in (probes, [i for i in range(len(prompts)) if i not in probes]):
+        done, failed = await backend.run_all(
+            [lambda i=i: try_logprobs(backend, prompts[i], options[i]) for i in group])
+        for position, index in enumerate(group):
+            if position in failed:
+                failures[index] = failed[position]
+            else:
+                results[index] = done[position]
+    sample = [i for i, r in enumerate(results) if r is None and i not in failures]
+    if sample:
+        params = SamplingParams(max_new_tokens=SCORE_MAX_TOKENS, temperature=1.0,
+                                n=backend.score_samples)
+        answers, failed = await backend.generate_each([prompts[i] for i in sample], params)
+        for position, index in enumerate(sample):
+            if position in failed:
+                failures[index] = failed[position]
+            else:
+                results[index] = OptionScores(
+                    sampled_scores(answers[position] or [], options[index]), "sampled")
+    return results, failures
+
+
+async def try_logprobs(backend: OpenAIBackend, prompt: Prompt, options: list[str]
+                       ) -> OptionScores | None:
+    """Scores from log-probabilities, or None where the server gives none."""
+    kind = "chat" if prompt.is_chat else "raw"
+    if backend.logprobs[kind] is False:
+        return None
+    try:
+        if prompt.is_chat:
+            scores = await chat_scores(backend, prompt, options)
+        else:
+            scores = [await echo_score(backend, prompt.text or "", option) for option in options]
+    except NoChoice:
+        return None  # this prompt alone is sampled
+    except Unsupported as exc:
+        if backend.logprobs[kind] is None:
+            backend.logprobs[kind] = False
+            backend.warn_once(f"sampled-{kind}", "the server returned no usable log-"
+                              f"probabilities ({exc}); option scores are estimated from "
+                              f"{backend.score_samples} sampled answers (method 'sampled')")
+        return None
+    backend.logprobs[kind] = True
+    return OptionScores(scores, "logprobs")
+
+
+# -- echo: raw prompts ---------------------------------------------------------------------
+
+
+async def echo_score(backend: OpenAIBackend, text: str, option: str) -> float:
+    payload = await backend.post("completions", prompt=text + option, max_tokens=1,
+                                 temperature=0, echo=True, logprobs=1)
+    choice = payload["choices"][0] if payload["choices"] else {}
+    return read_echo(choice if isinstance(choice, dict) else {}, text, option)
+
+
+def read_echo(choice: dict[str, Any], text: str, option: str) -> float:
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        raise Unsupported("no log-probabilities in the answer")
+    if not str(choice.get("text") or "").startswith(text + option):
+        raise Unsupported("the prompt was not echoed")
+    return echo_option_logprob(logprobs, len(text), len(option))
+
+
+def echo_option_logprob(logprobs: dict[str, Any], prompt_chars: int, option_chars: int) -> float:
+    """Sum of the option's token log-probabilities from a completions ``echo`` answer: the
+    tokens that overlap characters [prompt_chars, prompt_chars + option_chars)."""
+    tokens = logprobs.get("tokens")
+    values = logprobs.get("token_logprobs")
+    offsets = logprobs.get("text_offset")
+    if not tokens or not values or not offsets or not len(tokens) == len(values) == len(offsets):
+        raise Unsupported("no echoed prompt log-probabilities")
+    end = prompt_chars + option_chars
+    total = 0.0
+    counted = 0
+    for token, value, offset in zip(tokens, values, offsets, strict=True):
+        if offset < end and offset + max(len(token), 1) > prompt_chars:
+            if value is None:
+                raise Unsupported("no log-probability for an option token")
+            total += value
+            counted += 1
+    if not counted:
+        raise Unsupported("the option's tokens are missing from the echo")
+    return total
+
+
+# -- chat: the next token's top log-probabilities ------------------------------------------
+
+
+def option_keys(options: list[str]) -> tuple[str, list[str]]:
+    """The text all options share at the start, and what tells each apart (stripped):
+    ``[" (A)", " (B)"]`` -> ``(" (", ["A)", "B)"])``."""
+    shared = os.path.commonprefix(options)
+    return shared, [option[len(shared):].strip() for option in options]
+
+
+async def chat_scores(backend: OpenAIBackend, prompt: Prompt, options: list[str]) -> list[float]:
+    shared, keys = option_keys(options)
+    # Written for the model when the server can continue a message, so the first token decides.
+    lead = Prompt(messages=prompt.messages,
+                  assistant_prefix=(prompt.assistant_prefix + shared).rstrip())
+    extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    params = SamplingParams(max_new_tokens=1 if backend.prefill is not False else
+                            SCORE_MAX_TOKENS, temperature=0)
+    choices, prefilled = await backend.request(lead, params, 1, None, extra)
+    if not prefilled and params.max_new_tokens == 1:
+        # The prefix was just found to be unsupported: ask for a whole short answer.
+        params.max_new_tokens = SCORE_MAX_TOKENS
+        choices, prefilled = await backend.request(lead, params, 1, None, extra)
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    return read_chat(choice, shared, keys, prefilled)
+
+
+def read_chat(choice: dict[str, Any], shared: str, keys: list[str], prefilled: bool) -> list[float]:
+    logprobs = choice.get("logprobs")
+    positions = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not positions:
+        raise Unsupported("no log-probabilities in the answer")
+    scores = chat_logprob_scores(positions, "" if prefilled else shared, keys, prefilled)
+    if scores is None:
+        raise NoChoice("the answer picked no option")
+    return scores
+
+
+def logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def top_logprob_scores(candidates: dict[str, float], keys: list[str]) -> list[float]:
+    """Log-probability of each option from one position's top tokens: every candidate token
+    that starts an option's distinguishing text counts for it (" A" and "A" both count for
+    "A)"). An option missing from the candidates gets the most it can have: what the list
+    leaves over, and no more than the least likely token listed."""
+    scores: list[float | None] = []
+    for key in keys:
+        matches = [lp for token, lp in candidates.items()
+                   if token.strip() and key and (key.startswith(token.strip())
+                                                 or token.strip().startswith(key))]
+        scores.append(logsumexp(matches) if matches else None)
+    left = 1.0 - sum(math.exp(lp) for lp in candidates.values())
+    floor = min(min(candidates.values()), math.log(max(left, 1e-12)))
+    return [floor if s is None else s for s in scores]
+
+
+def chat_logprob_scores(positions: list[dict[str, Any]], shared: str, keys: list[str],
+                        prefilled: bool) -> list[float] | None:
+    """Option scores from a chat answer's per-token ``logprobs.content``.
+
+    With the shared option text already written (``prefilled``), the first generated
+    position decides. Otherwise the answer is scanned for the first token that starts an
+    option right after the shared text (``(`` then ``A``), and that position's top tokens
+    decide. None when no position qualifies."""
+    written = ""
+    anchor = shared.strip()
+    for index, position in enumerate(positions):
+        token = position.get("token") or ""
+        candidates = {c["token"]: c["logprob"] for c in position.get("top_logprobs") or []
+                      if isinstance(c, dict) and "token" in c and c.get("logprob") is not None}
+        if position.get("logprob") is not None:
+            candidates.setdefault(token, position["logprob"])
+        if prefilled and index == 0:
+            return top_logprob_scores(candidates, keys) if candidates else None
+        starts_option = token.strip() and any(
+            k.startswith(token.strip()) or token.strip().startswith(k) for k in keys if k)
+        if starts_option and written.rstrip().endswith(anchor) and candidates:
+            return top_logprob_scores(candidates, keys)
+        written += token
+    return None
+
+
+# -- sampled: how often each option is picked ----------------------------------------------
+
+
+def pick_option(text: str, options: list[str]) -> int | None:
+    """Which option a sampled answer chose: the earliest option text in it (" (A)" is found
+    as "(A)"), else a bare letter as its first word. None if neither."""
+    best: tuple[int, int] | None = None
+    for index, option in enumerate(options):
+        key = option.strip()
+        at = text.find(key) if key else -1
+        if at != -1 and (best is None or at < best[0]):
+            best = (at, index)
+    if best is not None:
+        return best[1]
+    first = re.match(r"\W*(\w+)", text)
+    if first:
+        for index, option in enumerate(options):
+            if re.sub(r"\W", "", option) == first.group(1):
+                return index
+    return None
+
+
+def sampled_scores(texts: list[str], options: list[str]) -> list[float]:
+    """Pseudo log-probabilities from how often each option was chosen (smoothed)."""
+    counts = [0] * len(options)
+    for text in texts:
+        choice = pick_option(text, options)
+        if choice is not None:
+            counts[choice] += 1
+    total = sum(counts) + SMOOTHING * len(options)
+    return [math.log((c + SMOOTHING) / total) for c in counts]

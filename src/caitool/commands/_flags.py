@@ -1,0 +1,154 @@
+"""Flags shared by many commands, declared once so they are spelled the same everywhere.
+
+A command takes a group of flags by declaring a parameter typed with the group's dataclass
+(``stream: StreamFlags``); :func:`command` expands each group into its typer options and
+hands the command one filled-in dataclass per group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from caitool.errors import CaitoolError
+
+Input = Annotated[str, typer.Argument(help="JSONL input file, or - for stdin.", show_default=True)]
+ConstitutionName = Annotated[str, typer.Option(
+    "-c", "--constitution", envvar="CAITOOL_CONSTITUTION",
+    help="A built-in constitution's name (see 'caitool constitution list') or a file/directory.")]
+
+
+def flag(default: Any, *names: str, help: str, hidden: bool = False, envvar: str | None = None):
+    """A dataclass field that is also a typer option."""
+    return field(default=default, metadata={
+        "option": typer.Option(*names, help=help, hidden=hidden, envvar=envvar, show_default=True)
+    })
+
+
+@dataclass
+class StreamFlags:
+    output: str | None = flag(None, "-o", "--output", help="Write records to FILE instead of stdout.")
+    batch_size: int = flag(16, "--batch-size",
+                           help="Records per batch; each batch is written as soon as it is done.")
+    resume: bool = flag(False, "--resume",
+                        help="With -o FILE: skip records whose id is already in FILE and append the rest.")
+    skip_invalid: bool = flag(False, "--skip-invalid", help="Report and skip bad input lines instead of stopping.")
+    shard: str | None = flag(None, "--shard",
+                             help="I/N: process only the I-th of N deterministic shards of the input (1-based).")
+
+    def stream_options(self) -> dict[str, Any]:
+        """The batch loop's keyword arguments."""
+        return {"output": self.output, "batch_size": self.batch_size, "resume": self.resume,
+                "skip_invalid": self.skip_invalid, "shard": self.shard}
+
+
+# Backend options: None means "not given", so that a flag the chosen backend does not take
+# is an error (the registry checks) while the backend's own defaults stay its own.
+BACKEND_OPTIONS = ("device", "dtype", "max_batch_size", "base_url", "api_key_env", "concurrency",
+                   "tensor_parallel_size")
+
+
+@dataclass
+class ModelFlags:
+    model: str | None = flag(None, "-m", "--model", envvar="CAITOOL_MODEL",
+                             help="Model: a local directory or a hub id (env CAITOOL_MODEL).")
+    backend: str = flag("hf", "--backend", envvar="CAITOOL_BACKEND",
+                        help="Backend: hf (in-process transformers), vllm, or openai (any compatible server).")
+    format: str = flag("auto", "--format", help="Prompt format: chat (the model's chat template), "
+                       "raw (Human:/Assistant: transcript), or auto.")
+    device: str | None = flag(None, "--device", help="hf backend: cpu, cuda, cuda:1 ... (default auto).")
+    dtype: str | None = flag(None, "--dtype",
+                             help="hf/vllm backends: auto, float32, bfloat16 or float16 (default auto).")
+    max_batch_size: int | None = flag(None, "--max-batch-size",
+                                      help="hf backend: rows per forward pass, halved for good on "
+                                           "running out of memory (default 64).")
+    base_url: str | None = flag(None, "--base-url",
+                                help="openai backend: the server's URL, e.g. http://127.0.0.1:8000/v1 "
+                                     "(env CAITOOL_BASE_URL).")
+    api_key_env: str | None = flag(None, "--api-key-env",
+                                   help="openai backend: the environment variable holding the API key "
+                                        "(default OPENAI_API_KEY).")
+    concurrency: int | None = flag(None, "--concurrency",
+                                   help="openai backend: requests in flight at once (default 8).")
+    tensor_parallel_size: int | None = flag(None, "--tensor-parallel-size",
+                                            help="vllm backend: GPUs per model replica (default 1).")
+
+    def require_model(self) -> str:
+        if not self.model:
+            raise CaitoolError("no model given: pass -m/--model (or set CAITOOL_MODEL)")
+        return self.model
+
+    def backend_options(self) -> dict[str, Any]:
+        """The backend options the user gave."""
+        return {name: getattr(self, name) for name in BACKEND_OPTIONS
+                if getattr(self, name) is not None}
+
+    def create_backend(self):
+        from caitool.backends import registry
+        from caitool.render import check_format
+
+        check_format(self.format)
+        return registry.create(self.backend, self.require_model(), **self.backend_options())
+
+
+@dataclass
+class SamplingFlags:
+    max_new_tokens: int = flag(256, "--max-new-tokens", help="Most tokens to generate per completion.")
+    temperature: float = flag(1.0, "--temperature", help="Sampling temperature (the paper uses 1); 0 is greedy.")
+    top_p: float = flag(1.0, "--top-p", help="Nucleus sampling threshold.")
+    seed: int = flag(0, "--seed", help="Seed for principle sampling and generation.")
+
+    def params(self):
+        """Checked, as the backends' sampling parameters."""
+        from caitool.backends.base import SamplingParams
+
+        if self.max_new_tokens < 1:
+            raise CaitoolError("--max-new-tokens must be at least 1")
+        if self.temperature < 0:
+            raise CaitoolError("--temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise CaitoolError("--top-p must be in (0, 1]")
+        return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                              top_p=self.top_p, seed=self.seed)
+
+
+def _is_group(hint: Any) -> bool:
+    return (isinstance(hint, type) and dataclasses.is_dataclass(hint)
+            and all("option" in f.metadata for f in dataclasses.fields(hint)))
+
+
+def command(fn):
+    """Expand flag-group parameters of ``fn`` into typer options (see module docstring)."""
+    hints = get_type_hints(fn, include_extras=True)
+    signature = inspect.signature(fn)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, type] = {}
+    for name, param in signature.parameters.items():
+        hint = hints.get(name, param.annotation)
+        if _is_group(hint):
+            groups[name] = hint
+            group_hints = get_type_hints(hint)
+            for f in dataclasses.fields(hint):
+                params.append(inspect.Parameter(
+                    f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                    annotation=Annotated[group_hints[f.name], f.metadata["option"]],
+                ))
+        else:
+            params.append(param.replace(annotation=hint))
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, cls in groups.items():
+            kwargs[name] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+        return fn(**kwargs)
+
+    # Positional-or-keyword params must precede keyword-only ones in a signature.
+    params.sort(key=lambda p: p.kind)
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper

@@ -1,0 +1,1 @@
+"""One module per constitution format that caitool reads."""

@@ -1,0 +1,160 @@
+"""The batch loop every record command shares: read, skip what is done, process, write.
+
+A step gets a batch of records and gives back a :class:`StepResult`: the records to write and
+the ids of those that failed for good (a remote server that kept erroring), with the reason.
+Failed records are named on stderr and left out of the output; the others are written, and
+the run ends with an error once the input is done, so ``--resume`` redoes only the failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from caitool import console
+from caitool.errors import CaitoolError, InputError
+from caitool.io.jsonl import RecordWriter, Validator, count_lines, done_ids, iter_records
+from caitool.schema import ensure_id
+
+Record = dict[str, Any]
+Batch = list[Record]
+
+
+@dataclass
+class StepResult:
+    """What a step gives back for one batch."""
+
+    records: Batch
+    failed: dict[str, str] = field(default_factory=dict)  # record id -> why it failed
+
+
+@dataclass
+class StreamStats:
+    read: int = 0
+    written: int = 0
+    skipped_invalid: int = 0
+    skipped_done: int = 0
+    seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _batches(records: Iterator[tuple[int, Record]], size: int) -> Iterator[Batch]:
+    """Group records; a bad line ends the stream only after the batch before it is yielded."""
+    batch: Batch = []
+    while True:
+        try:
+            _, record = next(records)
+        except StopIteration:
+            break
+        except InputError:
+            if batch:
+                yield batch
+            raise
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``I/N`` (1-based) as (I, N)."""
+    if spec is None:
+        return None
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise CaitoolError(f"--shard must look like I/N (e.g. 2/8), not '{spec}'") from None
+    if not 1 <= index <= count:
+        raise CaitoolError(f"--shard {spec}: need 1 <= I <= N")
+    return index, count
+
+
+def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
+    """Shards split by a hash of the id, so they do not depend on line order or bad lines."""
+    if shard is None:
+        return True
+    digest = hashlib.sha256(record_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0] - 1
+
+
+def run(
+    command: str,
+    input: str | None,
+    process: Callable[[Batch], StepResult],
+    *,
+    output: str | None = None,
+    batch_size: int = 16,
+    resume: bool = False,
+    skip_invalid: bool = False,
+    shard: str | None = None,
+    validate: Validator | None = None,
+    describe: str = "records",
+) -> StreamStats:
+    """Stream ``input`` through ``process`` batch by batch into ``output`` (stdout if None)."""
+    if batch_size < 1:
+        raise CaitoolError("--batch-size must be at least 1")
+    if resume and output in (None, "-"):
+        raise CaitoolError("--resume needs -o FILE (it skips the ids already in FILE)")
+    stats = StreamStats()
+    started = time.perf_counter()
+
+    def skipped(error: InputError) -> None:
+        stats.skipped_invalid += 1
+        console.warn(command, f"{error} (skipped)")
+
+    part = parse_shard(shard)
+    finished = done_ids(output) if resume else set()
+    total = None if part else count_lines(input)
+
+    def pending() -> Iterator[tuple[int, Record]]:
+        for lineno, record in iter_records(input, validate, skip_invalid, skipped):
+            stats.read += 1
+            record_id = ensure_id(record)
+            if not in_shard(record_id, part):
+                continue
+            if record_id in finished:
+                stats.skipped_done += 1
+                continue
+            yield lineno, record
+
+    with RecordWriter(output, append=resume) as writer:
+        try:
+            with console.progress(describe, total) as advance:
+                shown = 0
+                for batch in _batches(pending(), batch_size):
+                    result = process(batch)
+                    for record_id, reason in result.failed.items():
+                        console.warn(command, f"record {record_id} failed: {reason}")
+                    stats.failed.update(result.failed)
+                    kept = [r for r in result.records if str(r.get("id")) not in result.failed]
+                    writer.write(kept)
+                    stats.written += len(kept)
+                    advance(stats.read - shown)
+                    shown = stats.read
+        finally:
+            stats.seconds = time.perf_counter() - started
+    _report(command, stats)
+    return stats
+
+
+def _report(command: str, stats: StreamStats) -> None:
+    summary = f"{stats.written} records written in {stats.seconds:.1f}s"
+    if stats.skipped_done:
+        summary += f", {stats.skipped_done} already done"
+    if stats.skipped_invalid:
+        summary += f", {stats.skipped_invalid} invalid lines skipped"
+    if stats.failed:
+        summary += f", {len(stats.failed)} failed"
+    console.info(command, summary)
+    if stats.failed:
+        ids = sorted(stats.failed)
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        raise CaitoolError(
+            f"{len(ids)} records failed and were left out of the output ({shown}); "
+            "the rest were written. With -o FILE, rerun with --resume to retry only them"
+        )

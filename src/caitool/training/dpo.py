@@ -1,0 +1,59 @@
+"""train-dpo: direct preference optimisation with TRL's DPOTrainer, from preference records.
+
+Labels are hard: the preferred answer is the one ``p_chosen`` favours, and ties are left
+out (and counted). The starting model is the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from caitool import console
+from caitool.render import preference_row
+from caitool.schema import check_preference, preference_example
+from caitool.training import args, data, fit
+
+OWNED: dict[str, str] = {}
+
+
+def config_class() -> type:
+    from trl import DPOConfig
+
+    return DPOConfig
+
+
+def configure(flags: Any, asked: args.Request, beta: float | None = None) -> args.Settings:
+    shortcuts = args.shortcut_values(flags)
+    if beta is not None:
+        shortcuts["beta"] = beta
+    return args.build(config_class(), flags, asked, str(Path(flags.output) / fit.CHECKPOINTS),
+                      shortcuts=shortcuts)
+
+
+def train(command: str, arguments: list[str], flags: Any, beta: float | None = None) -> None:
+    args.check_knobs(flags)
+    asked = args.request(config_class, flags, arguments, OWNED)
+    records = data.read_records(command, asked.inputs, check_preference, flags.skip_invalid)
+    examples = data.hard_pairs(command, [preference_example(r) for r in records])
+    settings = configure(flags, asked, beta)
+    tokenizer, fmt = fit.tokenizer_and_format(flags)
+    console.info(command, f"{len(examples)} pairs ({fmt} format)")
+
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    dataset = Dataset.from_list([preference_row(ex.prompt, ex.chosen, ex.rejected, fmt)
+                                 for ex in examples])
+    fit.fit(
+        command, flags, settings, tokenizer,
+        lambda: DPOTrainer(model=flags.model, args=settings.args, train_dataset=dataset,
+                           processing_class=tokenizer,
+                           peft_config=fit.peft_config(settings, "CAUSAL_LM")),
+        "preference optimisation",
+        lambda trainer, model, metrics: {
+            "inputs": asked.inputs, "format": fmt, "pairs": len(examples),
+            "beta": settings.args.beta,
+            **fit.last_values(metrics, "rewards/margins", "train_loss")},
+        examples=len(dataset), dropped="their prompt alone fills --max-length",
+        resume=fit.resume_checkpoint(flags))

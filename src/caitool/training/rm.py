@@ -1,0 +1,142 @@
+"""train-rm: a reward model (a one-output sequence classifier) from preference records.
+
+Each answer is scored on the prompt as the policy sees it, then the answer's tokens and the
+end-of-sequence token: exactly the sequences ``train-ppo`` hands the reward model. The loss
+is :mod:`caitool.training.reward`'s soft-label one; held-out pairwise accuracy is reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from caitool import console
+from caitool.errors import CaitoolError
+from caitool.render import policy_prompt_ids, reply_ids
+from caitool.schema import PreferenceExample, check_preference, preference_example
+from caitool.training import args, data, fit
+
+OWNED: dict[str, str] = {}
+
+
+def config_class() -> type:
+    from trl import RewardConfig
+
+    return RewardConfig
+
+
+def configure(flags: Any, asked: args.Request) -> args.Settings:
+    return args.build(config_class(), flags, asked, str(Path(flags.output) / fit.CHECKPOINTS),
+                      shortcuts=args.shortcut_values(flags))
+
+
+def pair_rows(command: str, examples: list[PreferenceExample], tokenizer, fmt: str,
+              max_length: int | None, soft: bool, margin: float | None,
+              too_long: str, name: str) -> list[dict[str, Any]]:
+    """Tokenized pairs; pairs over ``max_length`` cut to their end, skipped, or an error."""
+    rows: list[dict[str, Any]] = []
+    cut = skipped = 0
+    for ex in examples:
+        prompt = policy_prompt_ids(tokenizer, ex.prompt, fmt)
+        chosen = prompt + reply_ids(tokenizer, ex.chosen, fmt)
+        rejected = prompt + reply_ids(tokenizer, ex.rejected, fmt)
+        if max_length is not None and max(len(chosen), len(rejected)) > max_length:
+            if too_long == "error":
+                raise CaitoolError(
+                    f"a {name} pair is {max(len(chosen), len(rejected))} tokens long, over "
+                    f"--max-length {max_length} (raise it, or use --too-long truncate/skip)")
+            if too_long == "skip":
+                skipped += 1
+                continue
+            chosen, _ = data.keep_end(chosen, max_length)
+            rejected, _ = data.keep_end(rejected, max_length)
+            cut += 1
+        p = (1.0 if ex.p_chosen is None else ex.p_chosen) if soft else 1.0
+        row_margin = ex.margin if ex.margin is not None else (margin or 0.0)
+        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p,
+                     "margin": float(row_margin)})
+    if cut:
+        console.warn(command, f"{cut} {name} pair(s) longer than {max_length} tokens were cut "
+                              "to their last tokens (the prompt's start is lost)")
+    if skipped:
+        console.warn(command, f"{skipped} {name} pair(s) longer than {max_length} tokens "
+                              "were left out (--too-long skip)")
+    return rows
+
+
+def check_options(labels: str, too_long: str, eval_split: float) -> None:
+    if labels not in ("auto", "soft", "hard"):
+        raise CaitoolError(f"--labels must be auto, soft or hard, not '{labels}'")
+    if too_long not in ("truncate", "skip", "error"):
+        raise CaitoolError(f"--too-long must be truncate, skip or error, not '{too_long}'")
+    if not 0 <= eval_split < 1:
+        raise CaitoolError("--eval-split must be in [0, 1)")
+
+
+def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
+          margin: float | None = None, eval_split: float = 0.1,
+          eval_inputs: list[str] | None = None, too_long: str = "truncate") -> None:
+    args.check_knobs(flags)
+    check_options(labels, too_long, eval_split)
+    asked = args.request(config_class, flags, arguments, OWNED)
+    records = data.read_records(command, asked.inputs, check_preference, flags.skip_invalid)
+    examples = [preference_example(r) for r in records]
+    if eval_inputs:
+        held = [preference_example(r) for r in data.read_records(
+            command, eval_inputs, check_preference, flags.skip_invalid)]
+    else:
+        examples, held = data.split_heldout(examples, eval_split, flags.seed or 42)
+    soft = labels == "soft" or (labels == "auto" and any(ex.p_chosen is not None for ex in examples))
+    if not soft:
+        examples = data.hard_pairs(command, examples)
+    settings = configure(flags, asked)
+    tokenizer, fmt = fit.tokenizer_and_format(flags)
+    max_length = settings.args.max_length
+    train_rows = pair_rows(command, examples, tokenizer, fmt, max_length, soft, margin,
+                           too_long, "training")
+    held_rows = pair_rows(command, held, tokenizer, fmt, max_length, True, margin, too_long,
+                          "held-out")
+    if not train_rows:
+        raise CaitoolError("no pairs left to train on")
+    console.info(command, f"{len(train_rows)} training pairs, {len(held_rows)} held out "
+                          f"({'soft' if soft else 'hard'} labels, {fmt} format)")
+
+    from datasets import Dataset
+
+    from caitool.training.reward import (
+        PairCollator,
+        SoftLabelRewardTrainer,
+        pairwise_report,
+        score_pairs,
+    )
+
+    dataset = Dataset.from_list(train_rows)
+
+    def make_trainer():
+        return SoftLabelRewardTrainer(
+            model=flags.model, args=settings.args, train_dataset=dataset,
+            processing_class=tokenizer,
+            data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id,
+                                       pad_to_multiple_of=settings.args.pad_to_multiple_of),
+            peft_config=fit.peft_config(settings, "SEQ_CLS"))
+
+    def summary(trainer, model, metrics) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        if held_rows and trainer.accelerator.is_main_process:
+            scores = score_pairs(model, held_rows, tokenizer.pad_token_id,
+                                 batch_size=settings.args.per_device_eval_batch_size)
+            report = pairwise_report(scores, [row["p_chosen"] for row in held_rows])
+            metrics.write({"command": command, "step": trainer.state.global_step, **report})
+            accuracy = report["heldout_accuracy"]
+            console.info(command, f"held-out pairwise accuracy: "
+                                  f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on "
+                                  f"{report['heldout_pairs']} pairs")
+        elif not held_rows:
+            console.warn(command, "no held-out pairs, so no held-out accuracy (see --eval-split)")
+        return {"inputs": asked.inputs, "format": fmt, "pairs": len(train_rows),
+                "labels": "soft" if soft else "hard", **report,
+                **fit.last_values(metrics, "train_loss")}
+
+    fit.fit(command, flags, settings, tokenizer, make_trainer, "training reward model", summary,
+            examples=len(dataset), dropped="longer than --max-length",
+            resume=fit.resume_checkpoint(flags))

@@ -1,0 +1,100 @@
+"""Helpers the tests share: run caitool as a user would (a real subprocess, or in-process
+for fast checks), and read and write JSONL."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# A short constitution keeps prompts small where a test is not about the built-ins.
+DATA = Path(__file__).resolve().parent / "data"
+MINI = str(DATA / "mini.yaml")
+# Small generations keep the suite fast; the code paths are the same at any length.
+FAST = ["--max-new-tokens", "8"]
+
+
+def caitool(*args: str, input: str | bytes | None = None, check: bool = True,
+            env: dict[str, str] | None = None, cwd: str | Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m caitool ARGS`` in a real subprocess, as a user would."""
+    full_env = {**os.environ, "CAITOOL_QUIET": "0", **(env or {})}
+    data = input.encode() if isinstance(input, str) else input
+    result = subprocess.run([sys.executable, "-m", "caitool", *map(str, args)], input=data,
+                            capture_output=True, env=full_env, cwd=cwd, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"caitool {' '.join(map(str, args))} exited {result.returncode}:\n"
+            f"{result.stderr.decode(errors='replace')}"
+        )
+    return result
+
+
+def shell(command: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
+          cwd: str | Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a real shell pipeline with ``caitool`` meaning this interpreter's caitool."""
+    bindir = Path(sys.executable).parent
+    path = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    data = input.encode() if isinstance(input, str) else input
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, input=data,
+                          env={**os.environ, "PATH": path, **(env or {})}, cwd=cwd or ROOT,
+                          timeout=timeout)
+
+
+def records(output: bytes | str) -> list[dict]:
+    text = output.decode() if isinstance(output, bytes) else output
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+@dataclass
+class Result:
+    """What an in-process run of caitool printed, like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run_cli(*args: str, input: str | bytes = b"", env: dict[str, str] | None = None) -> Result:
+    """Run caitool in this process: no interpreter start-up, no torch import unless the
+    command needs one. For flags, errors and plumbing checked with the fake backend."""
+    from caitool.cli import main
+
+    data = input.encode() if isinstance(input, str) else input
+    stdout, stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+    saved = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    old_stdin, sys.stdin = sys.stdin, stdin
+    # main() lets SIGPIPE kill the process, as a command in a pipe should; this process is
+    # the test runner, which must get its broken pipes back as errors.
+    sigpipe = signal.getsignal(signal.SIGPIPE)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            stdout.flush()
+    finally:
+        signal.signal(signal.SIGPIPE, sigpipe)
+        sys.stdin = old_stdin
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return Result(code, stdout.buffer.getvalue(), stderr.getvalue().encode())

@@ -1,0 +1,81 @@
+"""The shipped example prompts, constitutions and ablation script are usable as they are."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from caitool import constitution
+from caitool.io.jsonl import iter_records
+from caitool.schema import check_prompt
+from helpers import EXAMPLES, ROOT, records, shell
+
+EXPECTED_COUNTS = {"red_team.jsonl": 100, "helpful.jsonl": 100, "smoke.jsonl": 8}
+CONSTITUTIONS = sorted((ROOT / "constitutions").glob("*.y*ml"))
+
+
+def test_every_example_file_is_counted_here():
+    assert sorted(p.name for p in EXAMPLES.glob("*.jsonl")) == sorted(EXPECTED_COUNTS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))
+def test_example_prompts_parse_with_unique_ids(name):
+    rows = [r for _, r in iter_records(str(EXAMPLES / name), check_prompt)]  # raises file:line if bad
+    assert len(rows) == EXPECTED_COUNTS[name]
+    ids = [row.get("id") for row in rows]
+    assert all(isinstance(i, str) and i for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert len({row["prompt"] for row in rows}) == len(rows)  # no prompt twice
+
+
+def test_example_ids_are_unique_across_files():
+    ids = [row["id"] for name in EXPECTED_COUNTS for row in (r for _, r in iter_records(str(EXAMPLES / name)))]
+    assert len(set(ids)) == len(ids)
+
+
+def test_constitutions_are_found():
+    names = {path.stem for path in CONSTITUTIONS}
+    assert {"harmless", "helpful"} <= names
+    assert names <= set(constitution.builtin_names())
+
+
+@pytest.mark.parametrize("path", CONSTITUTIONS, ids=lambda p: p.stem)
+def test_each_constitution_loads_by_name_and_by_path(path):
+    by_name = constitution.load(path.stem)
+    by_path = constitution.load(str(path))
+    assert by_name.to_dict() == by_path.to_dict()
+    assert by_name.principles or by_name.comparisons
+
+
+def test_eval_has_comparison_principles_for_both_dimensions():
+    for name in ("harmless", "helpful"):
+        loaded = constitution.load(name)
+        loaded.require_comparisons()
+        assert len(loaded.comparisons) >= 4  # enough to sample several per pair
+    constitution.load("harmless").require_principles()
+
+
+def test_the_ablation_script_is_valid_bash_with_strict_mode():
+    script = EXAMPLES / "ablation_rounds.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "set -euo pipefail" in text
+    for variable in ("MODEL=", "N=", "ROUNDS=", "RUN="):
+        assert variable in text
+
+
+@pytest.mark.slow
+def test_the_ablation_script_runs_with_the_tiny_model(tmp_path, tiny_model):
+    run = tmp_path / "run"
+    result = shell(f"bash {EXAMPLES / 'ablation_rounds.sh'}", env={
+        "MODEL": str(tiny_model), "N": "2", "ROUNDS": "2", "MAX_NEW_TOKENS": "4",
+        "RUN": str(run), "PLOT": "", "CAITOOL_QUIET": "1"})
+    assert result.returncode == 0, result.stderr.decode()
+    rounds = records((run / "round2.jsonl").read_text())
+    assert [len(r["revisions"]) for r in rounds] == [2, 2]
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["systems"] == ["initial", "1-round", "2-rounds"]
+    assert set(summary["elo"]["harmlessness"]) == {"initial", "1-round", "2-rounds"}
+    assert not (run / "elo.png").exists()

@@ -1,0 +1,76 @@
+"""train-ppo raises the reward model's score, with the KL to the start reported."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from helpers import caitool
+from train_helpers import PROMPTS, build_chain, chain_dir, generate, metrics, series, write
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    return build_chain(chain_dir(tmp_path_factory))
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def test_ppo_raises_the_reward(chain, tmp_path):
+    # The SFT policy says "kind" or "toxic" about equally; the reward model prefers "kind".
+    prompts = write(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS * 2])
+    out = tmp_path / "ppo"
+    result = caitool("train-ppo", prompts, "-m", chain["sft"], "-r", chain["rm"], "-o", out,
+                     "--max-steps", "10", "--batch-size", "16", "--max-new-tokens", "10",
+                     "--learning-rate", "1e-3", "--seed", "1")
+    lines = metrics(result.stdout)
+    scores, kls = series(lines, "objective/scores"), series(lines, "objective/kl")
+    assert len(scores) == 10 and len(kls) == 10
+    assert mean(scores[-3:]) > mean(scores[:3]) + 0.5, scores
+    assert all(math.isfinite(kl) for kl in kls) and kls[-1] > 0
+    assert "mean reward" in result.stderr.decode() and "KL to the start" in result.stderr.decode()
+    summary = json.loads((out / "caitool_training.json").read_text())
+    assert summary["value_model"] == str(chain["rm"]) and summary["missing_eos_penalty"] == 1.0
+
+    # The policy is an ordinary causal LM directory that generates, now mostly "kind".
+    texts = [t for p in PROMPTS[:4] for t in generate(out, p, n=4, temperature=0.7)]
+    assert sum("kind" in t for t in texts) > sum("toxic" in t for t in texts), texts
+
+
+def test_different_tokenizers_are_refused(tmp_path, tiny_model):
+    from caitool.testing.tiny import build
+
+    other = build(tmp_path / "rm-512", seq_cls=True, vocab_size=512)
+    prompts = write(tmp_path / "p.jsonl", [{"prompt": "hi"}] * 4)
+    result = caitool("train-ppo", prompts, "-m", tiny_model, "-r", other, "-o", tmp_path / "o",
+                     check=False)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "Traceback" not in err
+    assert "has a different tokenizer from the policy" in err and "must share one tokenizer" in err
+    # A causal model is not a reward model.
+    result = caitool("train-ppo", prompts, "-m", tiny_model, "-r", tiny_model, "-o", tmp_path / "o",
+                     check=False)
+    assert result.returncode != 0 and "is not a reward model" in result.stderr.decode()
+
+
+def test_unended_responses_are_penalised_checkpoint_and_resume(chain, tmp_path):
+    prompts = write(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS])
+    out = tmp_path / "ppo"
+    # Two tokens are too few for the policy's answers to reach their end-of-sequence token.
+    common = [prompts, "-m", chain["sft"], "-r", chain["rm"], "-o", out, "--batch-size", "4",
+              "--max-new-tokens", "2", "--missing-eos-penalty", "10", "--save-steps", "1"]
+    first = metrics(caitool("train-ppo", *common, "--max-steps", "2").stdout)
+    assert series(first, "val/num_eos_tokens") == [0, 0]
+    # The reward model's scores are a few units either way: the penalty dominates.
+    assert all(score < -5 for score in series(first, "objective/scores"))
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    assert (checkpoint / "model.safetensors").exists()
+    assert (checkpoint / "value_model" / "config.json").exists()
+    resumed = caitool("train-ppo", *common, "--max-steps", "3", "--resume")
+    assert [line["step"] for line in metrics(resumed.stdout) if "objective/kl" in line] == [3]
+    assert "resuming from" in resumed.stderr.decode()
+    assert (out / "checkpoints" / "checkpoint-3").is_dir()

@@ -1,0 +1,100 @@
+"""The I/O contract every command shares, in-process with the fake backend: a bad line is
+one clear line after the records before it, bad flags are one line, skipping, blank lines.
+(Resume after a kill, pipes and signals run for real in tests/integration/test_streaming.py.)"""
+
+import pytest
+
+from helpers import MINI, jsonl, records, run_cli
+
+FAKE = ["--backend", "fake", "-m", "fake"]
+GOOD = [{"id": f"g{i}", "prompt": f"Question number {i}?"} for i in range(1, 5)]
+
+BAD_LINES = [
+    ('{"id": "b", "prompt": ', "invalid JSON"),
+    ('["a", "list"]', "expected a JSON object, got list"),
+    ('{"id": "b"}', "missing 'prompt' (or 'messages')"),
+    ('{"id": "b", "prompt": "   "}', "'prompt' is empty"),
+    ('{"id": "b", "prompt": 42}', "'prompt' must be a string, not int"),
+    ('{"id": "b", "messages": [{"role": "robot", "content": "x"}]}', "'messages[0].role' must be one of"),
+    ('{"id": "b", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+     "'messages' must end with a user turn"),
+]
+
+
+@pytest.mark.parametrize("line, problem", BAD_LINES)
+def test_bad_line_is_one_clear_line_after_earlier_records(tmp_path, line, problem):
+    path = tmp_path / "in.jsonl"
+    path.write_text(jsonl(GOOD[:2]) + line + "\n" + jsonl(GOOD[2:]))
+    result = run_cli("generate", *FAKE, path)
+    err = result.stderr.decode().strip()
+    assert result.returncode == 1
+    assert err == f"caitool generate: {path}:3: {problem}" or err.startswith(
+        f"caitool generate: {path}:3: {problem}")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert [r["id"] for r in records(result.stdout)] == ["g1", "g2"]
+
+
+def test_critique_checks_the_response_type():
+    data = jsonl(GOOD[:1]) + '{"id": "b", "prompt": "ok", "response": ["x"]}\n'
+    result = run_cli("critique", *FAKE, "-c", MINI, input=data)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == "caitool critique: <stdin>:2: 'response' must be a string, not list"
+    assert len(records(result.stdout)) == 1
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(jsonl(GOOD[:1]).encode() + b'{"prompt": "caf\xe9"}\n')
+    result = run_cli("generate", *FAKE, path)
+    assert result.returncode == 1
+    assert f"{path}:2: invalid UTF-8" in result.stderr.decode()
+    assert len(records(result.stdout)) == 1
+
+
+def test_skip_invalid_reports_and_counts():
+    data = jsonl(GOOD[:2]) + "not json\n\n   \n" + '{"prompt": 3}\n' + jsonl(GOOD[2:])
+    result = run_cli("generate", *FAKE, "--skip-invalid", input=data)
+    err = result.stderr.decode()
+    assert [r["id"] for r in records(result.stdout)] == ["g1", "g2", "g3", "g4"]
+    assert "<stdin>:3: invalid JSON" in err and "<stdin>:6: 'prompt' must be a string" in err
+    assert "2 invalid lines skipped" in err
+
+
+def test_blank_lines_and_empty_input(tmp_path):
+    result = run_cli("generate", *FAKE, input="\n" + jsonl(GOOD[:1]) + "\n\n")
+    assert len(records(result.stdout)) == 1
+    # Empty input loads no model: this directory would not load as one.
+    unloadable = tmp_path / "model"
+    unloadable.mkdir()
+    (unloadable / "config.json").write_text("{}")
+    empty = run_cli("generate", "-m", unloadable, input="")
+    assert empty.returncode == 0 and empty.stdout == b""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "-m", "/no/such/model"], "model path '/no/such/model' does not exist"),
+    (["generate"], "no model given"),
+    (["generate", "-m", "M", "--batch-size", "zero"], "Invalid value for '--batch-size'"),
+    (["generate", "-m", "M", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["generate", "-m", "M", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["generate", "-m", "M", "--backend", "nope"], "unknown backend 'nope'"),
+    (["generate", "-m", "M", "--format", "fancy"], "--format must be auto, chat or raw"),
+    (["generate", "-m", "M", "--resume"], "--resume needs -o FILE"),
+    (["generate", "-m", "M", "--shard", "3/2"], "--shard 3/2"),
+    (["generate", "-m", "M", "missing.jsonl"], "missing.jsonl: no such file"),
+    (["generate", "--no-such-flag"], "No such option"),
+])
+def test_bad_flags_get_one_line(tmp_path, args, message):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    args = [str(model) if a == "M" else a for a in args]
+    result = run_cli(*args, input=jsonl(GOOD[:1]))
+    err = result.stderr.decode().strip()
+    assert result.returncode != 0
+    assert message in err, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_mini_constitution_used_by_these_tests_is_valid():
+    assert "mini: ok" in run_cli("constitution", "validate", MINI).stdout.decode()

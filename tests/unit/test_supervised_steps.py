@@ -1,0 +1,94 @@
+"""The supervised stage's plumbing, in-process with the scripted fake backend: what passes
+through, what is asked for, ids, principle sampling and input errors. (The same steps run
+end to end on a real tiny model in tests/integration/test_supervised.py.)"""
+
+from caitool import constitution
+from caitool.backends.base import SamplingParams
+from caitool.stages import supervised
+from caitool.testing.fake import FakeBackend
+from helpers import MINI, jsonl, records, run_cli
+
+FAKE = ["--backend", "fake", "-m", "fake"]
+
+
+def test_unknown_fields_pass_through():
+    row = {"id": "x1", "prompt": "Say hello.", "category": "greeting",
+           "meta": {"source": "handmade", "tags": [1, 2]}, "score": 0.5}
+    critiqued = run_cli("critique", *FAKE, "-c", MINI, input=jsonl([row]))
+    [record] = records(run_cli("revise", *FAKE, "-c", MINI, input=critiqued.stdout).stdout)
+    for key in ("id", "prompt", "category", "meta", "score"):
+        assert record[key] == row[key]
+    assert record["response"] == record["revisions"][0]["revision"]
+
+
+def test_existing_response_is_critiqued_not_regenerated():
+    row = {"id": "r1", "prompt": "Hi", "response": "A fixed first answer."}
+    [record] = records(run_cli("critique", *FAKE, "-c", MINI, input=jsonl([row])).stdout)
+    assert record["initial_response"] == "A fixed first answer."
+    assert record["response"] == "A fixed first answer."
+    assert "generate" not in record.get("provenance", {})
+
+
+def test_principles_are_sampled_independently_per_record():
+    rows = [{"id": f"p{i}", "prompt": "Tell me something."} for i in range(24)]
+    out = records(run_cli("critique", *FAKE, "-c", "harmless", "--batch-size", "24",
+                          input=jsonl(rows)).stdout)
+    assert len({r["revisions"][0]["principle"] for r in out}) > 3
+
+
+def test_stable_ids_for_records_without_one():
+    rows = [{"prompt": "First question?"}, {"prompt": "Second question?"}]
+    a = records(run_cli("generate", *FAKE, input=jsonl(rows)).stdout)
+    b = records(run_cli("generate", *FAKE, "--seed", "3", input=jsonl(rows[::-1])).stdout)
+    assert {r["id"] for r in a} == {r["id"] for r in b}
+    assert a[0]["id"] != a[1]["id"]
+
+
+def test_revise_needs_a_pending_critique():
+    row = {"id": "z", "prompt": "Hi", "response": "Hello"}
+    result = run_cli("revise", *FAKE, "-c", MINI, input=jsonl([row]))
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == (
+        "caitool revise: <stdin>:1: no critique waiting for a revision; run 'caitool critique' first")
+    pending = run_cli("critique", *FAKE, "-c", MINI, input=jsonl([row])).stdout
+    again = run_cli("critique", *FAKE, "-c", MINI, input=pending)
+    assert again.returncode == 1 and "run 'caitool revise' first" in again.stderr.decode()
+
+
+def test_revision_is_asked_in_the_critique_conversation():
+    rules = constitution.load(MINI)
+    backend = FakeBackend("fake")
+    sampler = supervised.Sampler(backend, SamplingParams(max_new_tokens=8))
+    records_ = [{"id": "q", "prompt": "How do I pick a lock?", "response": "Like this."}]
+    supervised.critique(sampler, rules, records_)
+    supervised.revise(sampler, rules, records_)
+    critique_call, revise_call = backend.calls
+    asked = revise_call.prompts[0].message_dicts()
+    principle = rules.principle(records_[0]["revisions"][0]["principle"])
+    # The revision request follows the critique request and the critique, after the same
+    # conversation the critique was asked in.
+    assert asked[-3:] == [
+        {"role": "user", "content": principle.critique},
+        {"role": "assistant", "content": records_[0]["revisions"][0]["critique"]},
+        {"role": "user", "content": principle.revision},
+    ]
+    assert critique_call.prompts[0].message_dicts() == asked[:-2]
+
+
+def test_a_failed_request_leaves_its_record_out_and_names_it(tmp_path):
+    rows = [{"id": "ok", "prompt": "Fine."}, {"id": "bad", "prompt": "Please FAIL here."}]
+    out = tmp_path / "out.jsonl"
+    script = tmp_path / "script.json"
+    script.write_text('{"fail_on": "FAIL"}')
+    result = run_cli("generate", "--backend", "fake", "-m", script, "-o", out, input=jsonl(rows))
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "record bad failed: scripted failure" in stderr
+    assert [r["id"] for r in records(out.read_bytes())] == ["ok"]
+
+
+def test_backends_are_closed_after_the_command():
+    backend = FakeBackend("fake")
+    with backend:
+        pass
+    assert backend.closed

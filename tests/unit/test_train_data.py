@@ -1,0 +1,131 @@
+"""Training data and configuration, in-process: records become the right examples, pairs
+and held-out splits come out as documented, config files and flags combine. No training."""
+
+from __future__ import annotations
+
+import pytest
+
+from caitool import render, schema
+from caitool.commands._training import TrainFlags
+from caitool.errors import CaitoolError
+from caitool.training import args, data, sft
+
+# -- records -> examples -------------------------------------------------------------------
+
+
+def revised(rounds: int) -> dict:
+    return {"id": "r1", "prompt": "How can I steal a car?", "initial_response": "first",
+            "response": f"rev{rounds}",
+            "revisions": [{"principle": "p", "critique": "c", "revision": f"rev{i + 1}"}
+                          for i in range(rounds)]}
+
+
+def test_sft_examples_from_each_format():
+    assert schema.check_sft(revised(3)) is None
+    final = schema.sft_examples(revised(3))
+    assert [(e.prompt, e.response) for e in final] == [
+        ([{"role": "user", "content": "How can I steal a car?"}], "rev3")]
+    assert [e.response for e in schema.sft_examples(revised(3), all_rounds=True)] == \
+        ["rev1", "rev2", "rev3"]
+    # A helpfulness record (no revisions) gives its response either way.
+    plain = {"prompt": "hi", "response": "hello"}
+    assert [e.response for e in schema.sft_examples(plain, all_rounds=True)] == ["hello"]
+    chat = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                         {"role": "assistant", "content": "a"}]}
+    assert schema.check_sft(chat) is None
+    (example,) = schema.sft_examples(chat)
+    assert example.prompt[-1] == {"role": "user", "content": "u"} and example.response == "a"
+    completion = {"prompt": [{"role": "user", "content": "u"}],
+                  "completion": [{"role": "assistant", "content": "c"}]}
+    assert schema.sft_examples(completion)[0].response == "c"
+    many = {"prompt": "p", "responses": ["x", "y"]}
+    assert [e.response for e in schema.sft_examples(many)] == ["x", "y"]
+
+
+def test_rendering_chat_and_raw():
+    example = schema.SFTExample([{"role": "user", "content": "Hi"}], "Hello.")
+    assert render.prompt_completion(example.prompt, example.response, "chat") == {
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "completion": [{"role": "assistant", "content": "Hello."}]}
+    # Raw is the transcript caitool generate --format raw asks with.
+    assert render.prompt_completion(example.prompt, example.response, "raw") == {
+        "prompt": "Human: Hi\n\nAssistant:", "completion": " Hello."}
+
+
+def test_preference_formats_and_hard_labels():
+    explicit = {"prompt": "q", "chosen": [{"role": "assistant", "content": "good"}],
+                "rejected": "bad", "p_chosen": 0.8, "margin": 1}
+    assert schema.check_preference(explicit) is None
+    ex = schema.preference_example(explicit)
+    assert (ex.chosen, ex.rejected, ex.p_chosen, ex.margin) == ("good", "bad", 0.8, 1.0)
+    implicit = {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
+                "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}]}
+    assert schema.check_preference(implicit) is None
+    ex = schema.preference_example(implicit)
+    assert ex.prompt == [{"role": "user", "content": "q"}] and ex.chosen == "good"
+    pairs = [schema.PreferenceExample([], "a", "b", 0.3), schema.PreferenceExample([], "c", "d", 0.5),
+             schema.PreferenceExample([], "e", "f", None)]
+    hard = data.hard_pairs("t", pairs)
+    # p < 0.5 means the other answer is preferred; the tie is left out.
+    assert [(p.chosen, p.rejected) for p in hard] == [("b", "a"), ("e", "f")]
+    with pytest.raises(CaitoolError, match="every pair is a tie"):
+        data.hard_pairs("t", [pairs[1]])
+
+
+def test_heldout_split_keeps_a_prompt_on_one_side():
+    examples = [schema.PreferenceExample([{"role": "user", "content": f"q{i % 10}"}], "a", "b")
+                for i in range(40)]
+    train, held = data.split_heldout(examples, 0.2, seed=1)
+    assert len(held) == 8 and len(train) == 32
+    assert not {e.key for e in train} & {e.key for e in held}
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def flags(**kw) -> TrainFlags:
+    return TrainFlags(**{"model": "m", "output": "o", **kw})
+
+
+def sft_settings(train_flags: TrainFlags, arguments: list[str] = ()) -> args.Settings:
+    return sft.configure(train_flags, args.request(sft.config_class, train_flags, list(arguments)))
+
+
+def test_config_file_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 0.5\nnum_train_epochs: 2\nwarmup_steps: 3\n"
+                    "lora:\n  r: 4\n  target_modules: [q_proj]\n")
+    settings = sft_settings(flags(config=str(path), learning_rate=0.01))
+    config = settings.args
+    assert config.learning_rate == 0.01  # the flag wins over the file
+    assert config.num_train_epochs == 2 and config.warmup_steps == 3
+    assert config.completion_only_loss is True and config.report_to in ([], "none", ["none"])
+    assert settings.lora["r"] == 4 and settings.lora["lora_alpha"] == 32
+    lora = args.lora_config(settings.lora, "CAUSAL_LM")
+    assert lora.r == 4 and set(lora.target_modules) == {"q_proj"}
+    path.write_text("output_dir: x\n")
+    with pytest.raises(CaitoolError, match="-o/--output"):
+        sft_settings(flags(config=str(path)))
+    path.write_text("- a list\n")
+    with pytest.raises(CaitoolError, match="expected a mapping"):
+        sft_settings(flags(config=str(path)))
+
+
+def test_soft_label_loss():
+    import torch
+    import torch.nn.functional as F
+
+    from caitool.training.reward import soft_pair_loss
+
+    chosen, rejected = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    d = chosen - rejected
+    ones = torch.ones(3)
+    # p = 1 is TRL's pairwise loss, margin included.
+    assert torch.allclose(soft_pair_loss(chosen, rejected, ones, 0.3), -F.logsigmoid(d - 0.3).mean())
+    # p = 0.5 pulls the two rewards together: the loss is smallest where they are equal.
+    gaps = torch.linspace(-3, 3, 61)
+    losses = [soft_pair_loss(g.reshape(1), torch.zeros(1), torch.tensor([0.5])).item() for g in gaps]
+    assert abs(gaps[losses.index(min(losses))].item()) < 1e-6
+    # p = 0.8 is best at the gap whose sigmoid is 0.8.
+    losses = [soft_pair_loss(g.reshape(1), torch.zeros(1), torch.tensor([0.8])).item() for g in gaps]
+    assert abs(gaps[losses.index(min(losses))].item() - torch.logit(torch.tensor(0.8)).item()) < 0.1
