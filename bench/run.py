@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -667,8 +668,12 @@ def main() -> None:
     text = report(args, info, model_params, results)
     print(text)
     if args.output != "-":
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+        path = Path(args.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The real model's sections (bench/builtin.py, make demo) close the file; keep them.
+        old = path.read_text() if path.exists() else ""
+        kept = re.search(r"<!-- builtin:start -->.*", old, flags=re.S)
+        path.write_text(text + ("\n" + kept.group(0) + "\n" if kept else ""))
         log(f"written to {args.output}")
 
 

@@ -165,12 +165,14 @@ def check_for_revise(record: Record) -> str | None:
     return None
 
 
-def check_for_prefs(record: Record) -> str | None:
+def check_revised(record: Record) -> str | None:
+    """A supervised record whose last round is revised: its initial response and final
+    revision make a before/after pair (``prefs``, ``eval --revisions``)."""
     problem = check_prompt(record) or check_revisions(record)
     if problem:
         return problem
     if not isinstance(record.get("initial_response"), str):
-        return ("missing 'initial_response': prefs needs records from 'caitool critique' and "
+        return ("missing 'initial_response': needs records from 'caitool critique' and "
                 "'caitool revise'")
     revisions = record.get("revisions")
     if not revisions:

@@ -275,3 +275,16 @@ def test_generation_halts_at_a_stop_string(backend):
         cut = before.find(stop)
         assert after == (before[:cut] if cut != -1 else before).strip()
     assert stopped[0][0] != free[0][0]
+
+
+def test_repetition_penalty_and_top_k_reach_generation(tiny_model):
+    backend = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    asked = [Prompt.chat([{"role": "user", "content": ask}]) for ask in ASKS[:3]]
+    long = SamplingParams(max_new_tokens=24, temperature=0.0)
+    plain = backend.generate(asked, long)
+    penalised = backend.generate(asked, SamplingParams(max_new_tokens=24, temperature=0.0,
+                                                       repetition_penalty=2.0))
+    assert penalised != plain
+    # top-k 1 samples the likeliest token: sampling becomes greedy.
+    one = SamplingParams(max_new_tokens=24, temperature=1.0, top_k=1, seed=3)
+    assert backend.generate(asked, one) == plain

@@ -157,6 +157,7 @@ class Faulty:
     def __init__(self):
         self.hits: Counter[str] = Counter()
         self.auth: list[str] = []
+        self.bodies: list[dict] = []
         self.healed = False
         self.release = threading.Event()
         faulty = self
@@ -167,6 +168,7 @@ class Faulty:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                faulty.bodies.append(body)
                 text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
                 word = next((w for w in ("flaky", "fail", "hang", "busy", "deny")
                              if w in text), "ok")
@@ -429,3 +431,18 @@ def test_option_scoring_uses_log_probabilities_when_the_server_gives_them(tiny_m
         assert chat_request["max_tokens"] == 1 and chat_request["top_logprobs"] == 20
     finally:
         server.close()
+
+
+def test_top_k_and_repetition_penalty_are_sent_only_when_asked_for(faulty):
+    from caitool.backends import registry
+    from caitool.backends.base import SamplingParams
+    from caitool.render import Prompt
+
+    with registry.create("openai", "m", base_url=faulty.url) as backend:
+        backend.generate([Prompt.chat([{"role": "user", "content": "ok"}])],
+                         SamplingParams(max_new_tokens=4, temperature=0.7, top_k=40,
+                                        repetition_penalty=1.3))
+        backend.generate([Prompt.raw("Human: ok\n\nAssistant:")], SamplingParams(max_new_tokens=4))
+    asked, plain = faulty.bodies
+    assert asked["top_k"] == 40 and asked["repetition_penalty"] == 1.3
+    assert "top_k" not in plain and "repetition_penalty" not in plain

@@ -42,6 +42,9 @@ def test_sampling_settings_translate():
     greedy = vb.sampling_kwargs(SamplingParams(max_new_tokens=5, temperature=0, top_p=0.5))
     assert greedy == {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": 5,
                       "skip_special_tokens": True}
+    shaped = vb.sampling_kwargs(SamplingParams(max_new_tokens=5, temperature=0.7, top_k=40,
+                                               repetition_penalty=1.3))
+    assert shaped["top_k"] == 40 and shaped["repetition_penalty"] == 1.3
 
 
 def test_completions_are_cut_at_stop_strings():

@@ -73,7 +73,7 @@ def test_blank_lines_and_empty_input(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["generate", "-m", "/no/such/model"], "model path '/no/such/model' does not exist"),
-    (["generate"], "no model given"),
+    (["generate", "--backend", "openai"], "no model given"),
     (["generate", "-m", "M", "--batch-size", "zero"], "Invalid value for '--batch-size'"),
     (["generate", "-m", "M", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["generate", "-m", "M", "--temperature", "-1"], "--temperature must be >= 0"),

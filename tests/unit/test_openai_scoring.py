@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from caitool.backends.openai import backend, scoring
+from caitool.backends.openai import backend, client, scoring
 
 
 def test_backoff_scales_the_sdks_and_honours_retry_after():
@@ -26,10 +26,10 @@ def test_backoff_scales_the_sdks_and_honours_retry_after():
 
 
 def test_urls_and_error_messages_are_cleaned():
-    assert backend.safe_url("https://user:pw@host:8443/v1?x=1") == "https://host:8443/v1"
-    assert backend.error_detail({"error": {"message": "too\n long"}}, "") == "too long"
-    assert backend.error_detail({"detail": "Unexpected fields"}, "") == "Unexpected fields"
-    assert backend.error_detail(None, "plain text") == "plain text"
+    assert client.safe_url("https://user:pw@host:8443/v1?x=1") == "https://host:8443/v1"
+    assert client.error_detail({"error": {"message": "too\n long"}}, "") == "too long"
+    assert client.error_detail({"detail": "Unexpected fields"}, "") == "Unexpected fields"
+    assert client.error_detail(None, "plain text") == "plain text"
 
 
 def test_sampled_answers_become_smoothed_probabilities():

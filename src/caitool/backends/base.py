@@ -25,6 +25,8 @@ class SamplingParams:
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0                      # 0: no top-k cut
+    repetition_penalty: float = 1.0     # 1: none; small real models loop without one
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
 from caitool.errors import CaitoolError
 from caitool.render import Prompt, has_chat_template, prompt_ids
@@ -42,6 +43,10 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "max_tokens": params.max_new_tokens,
         "skip_special_tokens": True,
     }
+    if params.top_k > 0 and not greedy:
+        kwargs["top_k"] = params.top_k
+    if params.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = params.repetition_penalty
     if params.stop:
         kwargs["stop"] = list(params.stop)
     if params.seed is not None:
@@ -119,6 +124,7 @@ class VLLMBackend(Backend):
         super().__init__(model, **options)
         if importlib.util.find_spec("vllm") is None:
             raise CaitoolError(f"the vllm backend needs vLLM: {INSTALL_HINT}")
+        models.check(model)
         self.kwargs = llm_kwargs(model, self.options.tensor_parallel_size, self.options.dtype,
                                  os.environ.get(LLM_ARGS_ENV))
         self._llm = None
@@ -128,8 +134,11 @@ class VLLMBackend(Backend):
         if self._llm is None:
             from vllm import LLM
 
+            # A GGUF file or built-in name becomes its converted directory only now, so that
+            # constructing the backend stays cheap.
+            kwargs = {**self.kwargs, "model": models.local_model(self.kwargs["model"])}
             try:
-                self._llm = LLM(**self.kwargs)
+                self._llm = LLM(**kwargs)
             except (OSError, ValueError, RuntimeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise CaitoolError(f"vLLM cannot load '{self.model}': {first}") from None

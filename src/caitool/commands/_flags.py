@@ -56,7 +56,9 @@ BACKEND_OPTIONS = ("device", "dtype", "max_batch_size", "base_url", "api_key_env
 @dataclass
 class ModelFlags:
     model: str | None = flag(None, "-m", "--model", envvar="CAITOOL_MODEL",
-                             help="Model: a local directory or a hub id (env CAITOOL_MODEL).")
+                             help="Model: a local directory, a hub id, a GGUF file or a built-in name "
+                                  "(env CAITOOL_MODEL; default: the built-in SmolLM2-135M-Instruct, "
+                                  "except for the openai backend).")
     backend: str = flag("hf", "--backend", envvar="CAITOOL_BACKEND",
                         help="Backend: hf (in-process transformers), vllm, or openai (any compatible server).")
     format: str = flag("auto", "--format", help="Prompt format: chat (the model's chat template), "
@@ -79,9 +81,16 @@ class ModelFlags:
                                             help="vllm backend: GPUs per model replica (default 1).")
 
     def require_model(self) -> str:
-        if not self.model:
-            raise CaitoolError("no model given: pass -m/--model (or set CAITOOL_MODEL)")
-        return self.model
+        """The model named, else the built-in one for the in-process backends; a server's
+        model has no default caitool could know."""
+        if self.model:
+            return self.model
+        if self.backend in ("hf", "vllm"):
+            from caitool.models import DEFAULT_MODEL
+
+            return DEFAULT_MODEL
+        raise CaitoolError(f"no model given: pass -m/--model (or set CAITOOL_MODEL); the "
+                           f"{self.backend} backend has no default model")
 
     def backend_options(self) -> dict[str, Any]:
         """The backend options the user gave."""
@@ -101,6 +110,10 @@ class SamplingFlags:
     max_new_tokens: int = flag(256, "--max-new-tokens", help="Most tokens to generate per completion.")
     temperature: float = flag(1.0, "--temperature", help="Sampling temperature (the paper uses 1); 0 is greedy.")
     top_p: float = flag(1.0, "--top-p", help="Nucleus sampling threshold.")
+    top_k: int = flag(0, "--top-k", help="Sample from the K likeliest tokens only; 0 is no limit.")
+    repetition_penalty: float = flag(1.0, "--repetition-penalty",
+                                     help="Above 1 discourages repeating earlier tokens (small real "
+                                          "models loop without it; 1.3 suits SmolLM2-135M); 1 is off.")
     seed: int = flag(0, "--seed", help="Seed for principle sampling and generation.")
 
     def params(self):
@@ -113,8 +126,13 @@ class SamplingFlags:
             raise CaitoolError("--temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise CaitoolError("--top-p must be in (0, 1]")
+        if self.top_k < 0:
+            raise CaitoolError("--top-k must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise CaitoolError("--repetition-penalty must be positive")
         return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              top_p=self.top_p, seed=self.seed)
+                              top_p=self.top_p, top_k=self.top_k,
+                              repetition_penalty=self.repetition_penalty, seed=self.seed)
 
 
 def _is_group(hint: Any) -> bool:

@@ -29,7 +29,9 @@ class TrainFlags:
     """Flags every training command shares. A knob left unset (None) keeps the value from
     --config, or else the TRL config's own default."""
 
-    model: str | None = flag(None, "-m", "--model", help="Model to start from: a local directory or a hub id.")
+    model: str | None = flag(None, "-m", "--model",
+                             help="Model to start from: a local directory, a hub id, a GGUF file or a "
+                                  "built-in name (default: the built-in SmolLM2-135M-Instruct).")
     output: str | None = flag(None, "-o", "--output",
                               help="Directory to write the trained model (and checkpoints/) to.")
     config: str | None = flag(None, "--config",

@@ -14,16 +14,22 @@ NAME = "eval"
 EXAMPLE = """    caitool generate -m ./sft < examples/red_team.jsonl > sft.jsonl
     caitool generate -m ./rl  < examples/red_team.jsonl > rl.jsonl
     caitool eval -m ./judge sft.jsonl rl.jsonl > summary.json
-    caitool eval -m ./judge base.jsonl sft.jsonl rl.jsonl --principles 4 --plot elo.png"""
+    caitool eval -m ./judge base.jsonl sft.jsonl rl.jsonl --principles 4 --plot elo.png
+    caitool eval --revisions round2.jsonl --only harmlessness   # did revising help?"""
 
 Text = str | None
 
 
 @command
 def command(
-    files: Annotated[list[str], typer.Argument(
+    files: Annotated[list[str] | None, typer.Argument(
         help="Two or more JSONL files of system responses ({id, prompt, response}), "
-             "joined on id.", show_default=False)],
+             "joined on id.", show_default=False)] = None,
+    revisions: Annotated[Text, typer.Option(
+        "--revisions", metavar="FILE",
+        help="Instead of FILES: judge each record's final revision against its initial "
+             "response (systems 'initial' and 'revised'), from one file of supervised "
+             "records.")] = None,
     harmless_constitution: Annotated[str, typer.Option(
         "--harmless-constitution",
         help="Constitution whose comparison principles judge harmlessness.")] = "harmless",
@@ -66,8 +72,11 @@ def command(
     from caitool.stages.evaluate import statistics, systems
     from caitool.stages.judging import JudgeSettings, judge_format
 
-    if len(files) < 2:
-        raise CaitoolError("give at least two files of system responses to compare")
+    files = files or []
+    if revisions and files:
+        raise CaitoolError("give FILES or --revisions, not both")
+    if not revisions and len(files) < 2:
+        raise CaitoolError("give at least two files of system responses to compare (or --revisions FILE)")
     if files.count("-") > 1:
         raise CaitoolError("only one of the files can be - (stdin)")
     if principles < 1:
@@ -81,12 +90,13 @@ def command(
     dimensions = [only] if only else list(DIMENSIONS)
     if plot and only:
         raise CaitoolError("--plot needs both dimensions (drop --only)")
+    count = 2 if revisions else len(files)
     if names is None:
-        labels = systems.default_names(files)
+        labels = ["initial", "revised"] if revisions else systems.default_names(files)
     else:
         labels = [name.strip() for name in names.split(",")]
-        if len(labels) != len(files) or not all(labels):
-            raise CaitoolError(f"--names needs {len(files)} comma-separated names, one per file")
+        if len(labels) != count or not all(labels):
+            raise CaitoolError(f"--names needs {count} comma-separated names, one per system")
         if len(set(labels)) != len(labels):
             raise CaitoolError("--names must be unique")
     if reference is not None and reference not in labels:
@@ -100,7 +110,12 @@ def command(
     if plot:
         evalreport.require_matplotlib()
 
-    loaded = [systems.load_system(path, label) for path, label in zip(files, labels, strict=True)]
+    if revisions:
+        loaded = systems.revision_systems(revisions)
+        for system, label in zip(loaded, labels, strict=True):
+            system.name = label
+    else:
+        loaded = [systems.load_system(path, label) for path, label in zip(files, labels, strict=True)]
     pairs = systems.pairs(loaded)
 
     settings = JudgeSettings(both_orders=True, principles=principles, seed=seed, fmt=model.format)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from caitool import console
 from caitool.commands._flags import Input, StreamFlags, command
 from caitool.io import stream
-from caitool.schema import check_for_prefs
+from caitool.schema import check_revised
 from caitool.stages import feedback
 
 NAME = "prefs"
@@ -27,7 +27,7 @@ def command(
     """
     unchanged: list[str] = []
     stream.run(NAME, input, lambda batch: feedback.prefs(batch, unchanged),
-               validate=check_for_prefs, describe="pairing", **stream_flags.stream_options())
+               validate=check_revised, describe="pairing", **stream_flags.stream_options())
     if unchanged:
         console.warn(NAME, f"{len(unchanged)} record(s) left out: revision identical to the "
                      f"initial response (first: {unchanged[0]})")

@@ -11,7 +11,8 @@ from caitool.errors import CaitoolError, InputError
 NAME = "show"
 EXAMPLE = """    caitool show round4.jsonl                 # page through records
     caitool critique -m ./tiny < examples/smoke.jsonl | caitool revise -m ./tiny | caitool show
-    caitool show prefs.jsonl --id smoke-3 --no-pager"""
+    caitool show prefs.jsonl --id smoke-3 --no-pager
+    caitool show --summary round2.jsonl       # how many responses the revisions changed"""
 
 
 def command(
@@ -24,6 +25,10 @@ def command(
         "--no-pager", help="Print straight to the terminal instead of paging.")] = False,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Report and skip bad input lines instead of stopping.")] = False,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="One screen about the whole file instead of the records: revisions "
+                          "that changed the response, lengths before and after, principles, "
+                          "labels.")] = False,
 ) -> None:
     """Render records for reading: prompt, responses, each round's principle, critique and
     revision (changes highlighted), preferences with their probabilities, training metrics.
@@ -63,6 +68,13 @@ def command(
             failure.append(error)
 
     out = Console(highlight=False)
+    if summary:
+        from caitool import summary as digest
+
+        out.print(digest.table(digest.summarize((r for _, r in selected()), view.kind), source))
+        if failure:
+            raise failure[0]
+        return
     markers = out.color_system is None
     if sys.stdout.isatty() and not no_pager:
         with out.pager(view.Pager(), styles=True):

@@ -9,6 +9,7 @@ leaves out of the output and names.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass, field
@@ -61,8 +62,13 @@ class Sampler:
         return self._format
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        return {**self.backend.describe(), "format": self.fmt, "seed": self.seed,
-                "temperature": self.params.temperature, **extra}
+        settings = {"format": self.fmt, "seed": self.seed, "temperature": self.params.temperature}
+        # Only what departs from the defaults, so that older records read the same.
+        if self.params.top_k:
+            settings["top_k"] = self.params.top_k
+        if self.params.repetition_penalty != 1.0:
+            settings["repetition_penalty"] = self.params.repetition_penalty
+        return {**self.backend.describe(), **settings, **extra}
 
     def complete(self, requests: list[tuple[render.Prompt, list[str]]], records: list[Record],
                  step: str, failed: dict[str, str], n: int = 1) -> list[list[str]]:
@@ -70,10 +76,8 @@ class Sampler:
         a record whose request fails for good is added to ``failed`` and gets empty
         placeholders, so the step can finish the others."""
         stop = requests[0][1] if requests else []
-        params = SamplingParams(
-            max_new_tokens=self.params.max_new_tokens, temperature=self.params.temperature,
-            top_p=self.params.top_p, n=n, stop=stop, seed=batch_seed(self.seed, records, step),
-        )
+        params = dataclasses.replace(self.params, n=n, stop=stop,
+                                     seed=batch_seed(self.seed, records, step))
         live = [i for i, record in enumerate(records) if str(record.get("id")) not in failed]
         outputs: list[list[str]] = [[""] * n for _ in records]
         if not live:

@@ -320,8 +320,6 @@ def check_knobs(flags: Any) -> None:
             raise CaitoolError(f"--{name.replace('_', '-')} must be positive")
     if not flags.output:
         raise CaitoolError("no output directory given: pass -o/--output DIR")
-    if not flags.model:
-        raise CaitoolError("no model given: pass -m/--model")
 
 
 def lora_config(settings: dict[str, Any], task_type: str):

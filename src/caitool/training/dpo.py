@@ -37,7 +37,8 @@ def train(command: str, arguments: list[str], flags: Any, beta: float | None = N
     records = data.read_records(command, asked.inputs, check_preference, flags.skip_invalid)
     examples = data.hard_pairs(command, [preference_example(r) for r in records])
     settings = configure(flags, asked, beta)
-    tokenizer, fmt = fit.tokenizer_and_format(flags)
+    base = fit.base_model(flags)
+    tokenizer, fmt = fit.tokenizer_and_format(flags, base)
     console.info(command, f"{len(examples)} pairs ({fmt} format)")
 
     from datasets import Dataset
@@ -47,7 +48,7 @@ def train(command: str, arguments: list[str], flags: Any, beta: float | None = N
                                  for ex in examples])
     fit.fit(
         command, flags, settings, tokenizer,
-        lambda: DPOTrainer(model=flags.model, args=settings.args, train_dataset=dataset,
+        lambda: DPOTrainer(model=base, args=settings.args, train_dataset=dataset,
                            processing_class=tokenizer,
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "preference optimisation",

@@ -104,12 +104,30 @@ def load_tokenizer(path: str, what: str = "model"):
     return tokenizer
 
 
-def tokenizer_and_format(flags: Any) -> tuple[Any, str]:
-    """The starting model's tokenizer and the prompt format to render the data in."""
+def model_name(flags: Any) -> str:
+    """The starting model as the user named it: -m, else the built-in default."""
+    from caitool.models import DEFAULT_MODEL
+
+    return flags.model or DEFAULT_MODEL
+
+
+def base_model(flags: Any) -> str:
+    """The directory to start from. Call it once the records are read and checked: a GGUF
+    file (or the built-in model) is converted here the first time, and a bad dataset should
+    cost no model. ``flags.model`` keeps the name as given, for messages and the summary."""
+    from caitool.models import local_model
+
+    flags.model = model_name(flags)
+    return local_model(flags.model)
+
+
+def tokenizer_and_format(flags: Any, path: str) -> tuple[Any, str]:
+    """The starting model's tokenizer (from ``path``, see :func:`base_model`) and the
+    prompt format to render the data in."""
     from caitool.render import has_chat_template, resolve_format
 
     quiet_libraries()
-    tokenizer = load_tokenizer(flags.model)
+    tokenizer = load_tokenizer(path)
     return tokenizer, resolve_format(flags.format, has_chat_template(tokenizer), flags.model)
 
 

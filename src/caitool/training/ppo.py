@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 from caitool import console
 from caitool.errors import CaitoolError
+from caitool.models import local_model
 from caitool.render import has_chat_template, policy_prompt_ids, resolve_format
 from caitool.schema import check_prompt, conversation
 from caitool.training import args, data, fit
@@ -109,13 +110,14 @@ def configure(flags: Any, asked: args.Request, reward_model: str, kl_coef: float
         del defaults["stop_token"]  # TRL takes one or the other
     return args.build(config_class(), flags, asked, str(Path(flags.output) / fit.CHECKPOINTS),
                       defaults=defaults, shortcuts=shortcuts,
-                      filled={"sft_model_path": flags.model, "reward_model_path": reward_model})
+                      filled={"sft_model_path": fit.model_name(flags), "reward_model_path": reward_model})
 
 
-def check_models(command: str, flags: Any, reward_model: str, value_model: str | None):
-    """The policy's tokenizer, once the reward and value models are known to fit it."""
+def check_models(command: str, flags: Any, policy: str, reward_model: str, value_model: str | None):
+    """The policy's tokenizer (from the directory ``policy``), once the reward and value
+    models are known to fit it."""
     fit.quiet_libraries()
-    tokenizer = fit.load_tokenizer(flags.model, "policy")
+    tokenizer = fit.load_tokenizer(policy, "policy")
     check_reward_config(reward_model)
     check_same_tokenizer(tokenizer, fit.load_tokenizer(reward_model, "reward model"),
                          flags.model, reward_model, "reward model")
@@ -185,7 +187,12 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
         console.warn(command, "no stop token (stop_token and stop_token_id unset): responses are "
                               "scored at full length, wherever they end")
 
-    tokenizer = check_models(command, flags, reward_model, value_model)
+    # Resolved only now (GGUF files and built-in names are converted the first time), so
+    # that bad records or flags cost no model.
+    policy_path = fit.base_model(flags)
+    reward_path = local_model(reward_model)
+    value_source = local_model(value_model) if value_model else None
+    tokenizer = check_models(command, flags, policy_path, reward_path, value_source)
     fmt = resolve_format(flags.format, has_chat_template(tokenizer), flags.model)
     rows = prompt_rows(command, records, tokenizer, fmt, flags.max_length)
     rollout = fit_rollouts(command, settings, len(rows))
@@ -218,20 +225,20 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     peft_config = fit.peft_config(settings, "CAUSAL_LM")
     ref_policy = None
     if checkpoint is None:
-        policy = load(AutoModelForCausalLM, flags.model, "policy")
+        policy = load(AutoModelForCausalLM, policy_path, "policy")
     elif settings.lora is not None:
         from peft import PeftModel
 
-        policy = PeftModel.from_pretrained(load(AutoModelForCausalLM, flags.model, "policy"),
+        policy = PeftModel.from_pretrained(load(AutoModelForCausalLM, policy_path, "policy"),
                                            checkpoint, is_trainable=True)
         peft_config = None
     else:
         policy = load(AutoModelForCausalLM, checkpoint, "policy checkpoint")
-        ref_policy = load(AutoModelForCausalLM, flags.model, "policy")
-    reward = load(AutoModelForSequenceClassification, reward_model, "reward model", num_labels=1)
+        ref_policy = load(AutoModelForCausalLM, policy_path, "policy")
+    reward = load(AutoModelForSequenceClassification, reward_path, "reward model", num_labels=1)
     saved_value = Path(checkpoint) / VALUE_DIR if checkpoint else None
     value_path = str(saved_value) if saved_value and saved_value.is_dir() else \
-        (value_model or reward_model)
+        (value_source or reward_path)
     value = load(AutoModelForSequenceClassification, value_path, "value model", num_labels=1)
 
     padding_side = tokenizer.padding_side

@@ -90,7 +90,8 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
     if not soft:
         examples = data.hard_pairs(command, examples)
     settings = configure(flags, asked)
-    tokenizer, fmt = fit.tokenizer_and_format(flags)
+    base = fit.base_model(flags)
+    tokenizer, fmt = fit.tokenizer_and_format(flags, base)
     max_length = settings.args.max_length
     train_rows = pair_rows(command, examples, tokenizer, fmt, max_length, soft, margin,
                            too_long, "training")
@@ -114,7 +115,7 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
 
     def make_trainer():
         return SoftLabelRewardTrainer(
-            model=flags.model, args=settings.args, train_dataset=dataset,
+            model=base, args=settings.args, train_dataset=dataset,
             processing_class=tokenizer,
             data_collator=PairCollator(pad_token_id=tokenizer.pad_token_id,
                                        pad_to_multiple_of=settings.args.pad_to_multiple_of),

@@ -36,7 +36,8 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
     records = data.read_records(command, asked.inputs, check_sft, flags.skip_invalid)
     examples = [ex for record in records for ex in sft_examples(record, all_rounds)]
     settings = configure(flags, asked)
-    tokenizer, fmt = fit.tokenizer_and_format(flags)
+    base = fit.base_model(flags)
+    tokenizer, fmt = fit.tokenizer_and_format(flags, base)
     console.info(command, f"{len(examples)} examples from {len(records)} records ({fmt} format)")
 
     from datasets import Dataset
@@ -45,7 +46,7 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
     dataset = Dataset.from_list([prompt_completion(ex.prompt, ex.response, fmt) for ex in examples])
     fit.fit(
         command, flags, settings, tokenizer,
-        lambda: SFTTrainer(model=flags.model, args=settings.args, train_dataset=dataset,
+        lambda: SFTTrainer(model=base, args=settings.args, train_dataset=dataset,
                            processing_class=tokenizer,
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "fine-tuning",

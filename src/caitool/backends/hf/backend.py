@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
 from caitool.backends.hf.batching import forward_kwargs, pad_left, run_in_batches
 from caitool.backends.hf.prefix_cache import PrefixCache, common_prefix
@@ -20,10 +21,15 @@ from caitool.render import Prompt, adds_special_tokens, has_chat_template, promp
 
 
 def check_model_path(model: str) -> None:
-    """Fail early, in one line, for a local path that does not exist."""
+    """Fail early, in one line, for a local path that does not exist (or a built-in model
+    that is not installed). GGUF files and short names are converted later, on loading."""
+    models.check(model)
     if os.path.exists(model):
         if os.path.isdir(model) and not os.path.exists(os.path.join(model, "config.json")):
-            raise CaitoolError(f"model '{model}' is a directory without config.json")
+            raise CaitoolError(f"model '{model}' is a directory without config.json "
+                               "(for a GGUF file, name the file itself)")
+        return
+    if model in models.BUILTIN:
         return
     if model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep + os.sep in model:
         raise CaitoolError(f"model path '{model}' does not exist")
@@ -82,9 +88,10 @@ class HFBackend(Backend):
             dtype = torch.bfloat16 if bf16 else torch.float32
         else:
             dtype = getattr(torch, self.dtype_name)  # HFOptions allows only torch's names
+        path = models.local_model(self.model)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model)
-            model = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CaitoolError(
@@ -167,9 +174,11 @@ class HFBackend(Backend):
             "pad_token_id": self.tokenizer.pad_token_id,
         }
         if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = params.repetition_penalty
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         with torch.inference_mode(), batch.attending():

@@ -18,10 +18,20 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from caitool.backends.base import Backend, OptionScores, RequestsFailed, SamplingParams, cut_at_stop
 from caitool.backends.openai import scoring
+from caitool.backends.openai.client import (
+    BadAnswer,
+    cancel_pending,
+    env_number,
+    error_detail,
+    is_refusal,
+    is_unreachable,
+    safe_url,
+    sdk_client,
+)
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
 
@@ -31,88 +41,8 @@ log = logging.getLogger(__name__)
 TIMEOUT_ENV = "CAITOOL_REQUEST_TIMEOUT"  # seconds per request (default 600)
 RETRIES_ENV = "CAITOOL_RETRIES"  # retries after the first attempt (default 5)
 BACKOFF_ENV = "CAITOOL_RETRY_BACKOFF"  # first backoff in seconds, doubling (default 1)
-# The SDK's own first backoff (openai._constants.INITIAL_RETRY_DELAY); ours scales it.
-SDK_FIRST_BACKOFF = 0.5
 # Hosted APIs accept at most four stop strings; the rest are cut client-side anyway.
 MAX_STOP = 4
-# Statuses the SDK retries although they are 4xx: not a verdict on the request itself.
-TRANSIENT_4XX = (408, 409, 429)
-
-
-class BadAnswer(Exception):
-    """The server answered 200 with something that is not a completion."""
-
-
-def safe_url(url: str) -> str:
-    """The URL without user:password, for provenance and messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def error_detail(body: Any, text: str) -> str:
-    """One line from an error response: OpenAI's error.message, FastAPI's detail, or text."""
-    detail = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(detail, dict):
-        detail = detail.get("message") or detail.get("detail")
-    return " ".join(str(detail or text).split())[:300]
-
-
-def env_number(name: str, default: float, cast: Callable[[str], float]) -> float:
-    value = os.environ.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return cast(value)
-    except ValueError:
-        raise CaitoolError(f"{name} must be a number, not '{value}'") from None
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """A 4xx that no retry changes: the server will not take this request as it is."""
-    import openai
-
-    return (isinstance(exc, openai.APIStatusError) and 400 <= exc.status_code < 500
-            and exc.status_code not in TRANSIENT_4XX)
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """The connection was never made (as opposed to one that dropped or timed out). Matched
-    by name so that either of the SDK's transports (httpx, httpx2) counts."""
-    import openai
-
-    if not isinstance(exc, openai.APIConnectionError) or isinstance(exc, openai.APITimeoutError):
-        return False
-    return any(k.__name__ == "ConnectError" for k in type(exc.__cause__).__mro__)
-
-
-def cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-
-
-def sdk_client(base_url: str, api_key: str, timeout: float, retries: int, backoff: float,
-               on_retry: Callable[[], None]) -> Any:
-    """The SDK's async client, with our first backoff instead of its 0.5 s and a callback on
-    each retry (the SDK exposes neither, so its backoff hook is overridden)."""
-    import openai
-
-    class Client(openai.AsyncOpenAI):
-        def _calculate_retry_timeout(self, remaining_retries, options, response_headers=None):
-            on_retry()
-            wait = super()._calculate_retry_timeout(remaining_retries, options, response_headers)
-            # A server's Retry-After comes back unchanged and is kept; only backoff scales.
-            if wait == self._parse_retry_after_header(response_headers):
-                return wait
-            return wait * backoff / SDK_FIRST_BACKOFF
-
-    return Client(base_url=base_url, api_key=api_key, max_retries=retries,
-                  timeout=openai.Timeout(timeout, connect=min(timeout, 30.0)))
 
 
 @dataclass
@@ -299,14 +229,23 @@ class OpenAIBackend(Backend):
                 "top_p": params.top_p if sampled else None, "n": n if n > 1 else None,
                 "seed": seed, "stop": list(params.stop)[:MAX_STOP] or None, **(extra or {})}
         body = {key: value for key, value in body.items() if value is not None}
+        # Not in OpenAI's API, but vLLM, SGLang and transformers serve take them; sent only
+        # when asked for, so that a server without them is not refused every request.
+        beyond = {"top_k": params.top_k if params.top_k > 0 and params.temperature > 0 else None,
+                  "repetition_penalty": (params.repetition_penalty
+                                         if params.repetition_penalty != 1.0 else None)}
+        beyond = {key: value for key, value in beyond.items() if value is not None}
+        if beyond:
+            body["extra_body"] = {**body.get("extra_body", {}), **beyond}
         if not prompt.is_chat:
             return (await self.post("completions", prompt=prompt.text or "", **body))["choices"], True
         messages = prompt.message_dicts()
         if prompt.assistant_prefix and self.prefill is not False:
             prefixed = [*messages, {"role": "assistant", "content": prompt.assistant_prefix}]
             try:
-                payload = await self.post("chat", messages=prefixed, **body, extra_body={
-                    "continue_final_message": True, "add_generation_prompt": False})
+                payload = await self.post("chat", messages=prefixed, **{**body, "extra_body": {
+                    **body.get("extra_body", {}), "continue_final_message": True,
+                    "add_generation_prompt": False}})
             except openai.APIStatusError as exc:
                 if self.prefill or not is_refusal(exc):
                     raise

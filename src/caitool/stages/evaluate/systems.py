@@ -16,7 +16,7 @@ from typing import Any
 
 from caitool.errors import CaitoolError, InputError
 from caitool.io.jsonl import iter_records, source_name
-from caitool.schema import check_system_answer, conversation, ensure_id
+from caitool.schema import check_revised, check_system_answer, conversation, ensure_id
 from caitool.stages.evaluate.statistics import Outcome
 from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge
 
@@ -40,6 +40,22 @@ def load_system(path: str, name: str) -> System:
     if not system.records:
         raise CaitoolError(f"{system.path}: no records")
     return system
+
+
+def revision_systems(path: str) -> list[System]:
+    """A file of supervised records as two systems on the same prompts: each record's
+    initial response ("initial") and its final revision ("revised")."""
+    source = source_name(path)
+    initial, revised = System("initial", source), System("revised", source)
+    for lineno, record in iter_records(path, check_revised):
+        record_id = ensure_id(record)
+        if record_id in initial.records:
+            raise InputError(source, lineno, f"duplicate id '{record_id}'")
+        initial.records[record_id] = {**record, "response": record["initial_response"]}
+        revised.records[record_id] = {**record, "response": record["revisions"][-1]["revision"]}
+    if not initial.records:
+        raise CaitoolError(f"{source}: no records")
+    return [initial, revised]
 
 
 def default_names(paths: Sequence[str]) -> list[str]:
