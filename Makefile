@@ -149,14 +149,16 @@ $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answ
 
 # The supervised stage on the built-in real model, offline, in a few minutes on a CPU:
 # red-team prompts answered, critiqued and revised twice; the revisions judged against the
-# first answers by the same model; then a few records and a summary to read.
+# first answers by the same model; a few records and a summary to read; then the SL-CAI
+# step in small: LoRA fine-tuning on the revisions, and the fine-tuned model's answers.
 DEMO_RUN ?= runs/demo
 DEMO_MODEL ?= smollm2
 DEMO_N ?= 4
 # Greedy decoding of a 135M model loops ("I'm sorry ... I'm sorry ..."); a repetition
 # penalty keeps its text readable. Small batches let the four piped stages overlap.
-DEMO_FLAGS ?= -m $(DEMO_MODEL) --max-new-tokens 64 --temperature 0 --repetition-penalty 1.2 \
-  --batch-size 2
+DEMO_SAMPLING ?= --max-new-tokens 64 --temperature 0 --repetition-penalty 1.2 --batch-size 2
+DEMO_FLAGS ?= -m $(DEMO_MODEL) $(DEMO_SAMPLING)
+DEMO_SFT_FLAGS ?= --lora --max-steps 8 --batch-size 4 --learning-rate 2e-4 --max-length 512
 demo:
 	@mkdir -p $(DEMO_RUN)
 	head -n $(DEMO_N) $(RED_TEAM) > $(DEMO_RUN)/prompts.jsonl
@@ -166,6 +168,11 @@ demo:
 	  -o $(DEMO_RUN)/eval.json
 	$(CAITOOL) show --no-pager -n 2 $(DEMO_RUN)/revised.jsonl
 	$(CAITOOL) show --summary $(DEMO_RUN)/revised.jsonl
+	$(CAITOOL) train-sft $(DEMO_RUN)/revised.jsonl -m $(DEMO_MODEL) -o $(DEMO_RUN)/sft \
+	  $(DEMO_SFT_FLAGS) --metrics $(DEMO_RUN)/sft-metrics.jsonl
+	$(CAITOOL) generate -m $(DEMO_RUN)/sft $(DEMO_SAMPLING) < $(DEMO_RUN)/prompts.jsonl \
+	  > $(DEMO_RUN)/sft-answers.jsonl
+	$(CAITOOL) show --no-pager -n 2 $(DEMO_RUN)/sft-answers.jsonl
 	@echo "demo done: $(DEMO_RUN) (every record: $(CAITOOL) show $(DEMO_RUN)/revised.jsonl)" >&2
 
 # The same pipeline, offline, on a tiny random model built here: small enough for 2 CPU cores.
