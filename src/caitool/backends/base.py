@@ -68,6 +68,9 @@ class Backend(ABC):
 
     name: ClassVar[str] = "base"
     Options: ClassVar[type] = NoOptions
+    # Whether the backend loads model files itself (then the built-in model is its default);
+    # a server's backend names the server's model.
+    loads_models: ClassVar[bool] = False
 
     def __init__(self, model: str, **options: Any):
         self.model = model

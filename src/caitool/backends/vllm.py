@@ -119,6 +119,7 @@ class VLLMOptions:
 class VLLMBackend(Backend):
     name = "vllm"
     Options = VLLMOptions
+    loads_models = True
 
     def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)

@@ -81,11 +81,13 @@ class ModelFlags:
                                             help="vllm backend: GPUs per model replica (default 1).")
 
     def require_model(self) -> str:
-        """The model named, else the built-in one for the in-process backends; a server's
-        model has no default caitool could know."""
+        """The model named, else the built-in one for a backend that loads models itself; a
+        server's model has no default caitool could know."""
+        from caitool.backends import registry
+
         if self.model:
             return self.model
-        if self.backend in ("hf", "vllm"):
+        if registry.backend_class(self.backend).loads_models:
             from caitool.models import DEFAULT_MODEL
 
             return DEFAULT_MODEL
@@ -113,7 +115,7 @@ class SamplingFlags:
     top_k: int = flag(0, "--top-k", help="Sample from the K likeliest tokens only; 0 is no limit.")
     repetition_penalty: float = flag(1.0, "--repetition-penalty",
                                      help="Above 1 discourages repeating earlier tokens (small real "
-                                          "models loop without it; 1.3 suits SmolLM2-135M); 1 is off.")
+                                          "models loop without it; make demo uses 1.2); 1 is off.")
     seed: int = flag(0, "--seed", help="Seed for principle sampling and generation.")
 
     def params(self):

@@ -54,6 +54,7 @@ class HFOptions:
 class HFBackend(Backend):
     name = "hf"
     Options = HFOptions
+    loads_models = True
 
     def __init__(self, model: str, reuse_prefix: bool = True, **options: Any):
         """``reuse_prefix`` is off only to measure what sharing the few-shot prefix saves
