@@ -83,3 +83,12 @@ def test_downstream_starts_before_upstream_ends(tiny_model):
     assert json.loads(first)["id"].startswith("s")
     assert still_running
     assert len(rest.decode().splitlines()) == 47
+
+
+def test_output_that_stdin_reads_from_is_refused(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(jsonl(GOOD))
+    result = shell(f"caitool generate --backend fake -m fake -o {path} < {path}")
+    assert result.returncode == 1
+    assert f"-o {path} is the input file" in result.stderr.decode()
+    assert path.read_text() == jsonl(GOOD)

@@ -98,3 +98,38 @@ def test_bad_flags_get_one_line(tmp_path, args, message):
 
 def test_mini_constitution_used_by_these_tests_is_valid():
     assert "mini: ok" in run_cli("constitution", "validate", MINI).stdout.decode()
+
+
+def test_output_naming_the_input_is_refused_and_the_input_kept(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(GOOD))
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(source)
+    for output in (source, link):
+        for extra in ([], ["--resume"]):
+            result = run_cli("generate", *FAKE, source, "-o", output, *extra)
+            assert result.returncode == 1
+            assert result.stderr.decode().strip() == (
+                f"caitool generate: -o {output} is the input file: writing would destroy the "
+                "records still to be read; write to another file")
+            assert source.read_text() == jsonl(GOOD)
+
+
+def test_a_second_run_on_a_locked_output_fails_at_once_naming_the_holder(tmp_path):
+    import fcntl
+    import os
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(GOOD))
+    out.write_text(jsonl(GOOD[:1]))
+    with open(out, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("generate", *FAKE, source, "-o", out, "--resume")
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == (
+        f"caitool generate: {out} is being written by process {os.getpid()}; wait for it to "
+        "finish or write to another file")
+    assert out.read_text() == jsonl(GOOD[:1])  # untouched, not even the torn-line repair
+    # Once the lock is gone the same run goes ahead.
+    assert run_cli("generate", *FAKE, source, "-o", out, "--resume").returncode == 0
+    assert [r["id"] for r in records(out.read_bytes())] == [r["id"] for r in GOOD]

@@ -77,10 +77,17 @@ def command(
     options = LabelOptions(hard=hard, tie_threshold=tie_threshold, drop_ties=drop_ties,
                            pairs=pairs)
     # A resumed run skips records whose id is written (see feedback.pair_indices) and,
-    # for records only partly written, the pairs that are.
-    written = (done_ids(stream_flags.output)
-               if stream_flags.resume and stream_flags.output not in (None, "-") else set())
+    # for records only partly written, the pairs that are: read once the batch loop holds
+    # the output, at the first batch.
+    written: set[str] | None = None
+
+    def judge_batch(batch):
+        nonlocal written
+        if written is None:
+            resumed = stream_flags.resume and stream_flags.output not in (None, "-")
+            written = done_ids(stream_flags.output) if resumed else set()
+        return compare(backend, rules, batch, settings, options, skip_ids=written)
+
     with model.create_backend() as backend:
-        stream.run(NAME, input,
-                   lambda batch: compare(backend, rules, batch, settings, options, skip_ids=written),
-                   validate=check_samples, describe="comparing", **stream_flags.stream_options())
+        stream.run(NAME, input, judge_batch, validate=check_samples, describe="comparing",
+                   **stream_flags.stream_options())

@@ -7,6 +7,8 @@ downstream command in a pipe starts work before this one ends.
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
 import signal
@@ -112,18 +114,58 @@ def done_ids(path: str) -> set[str]:
     return ids
 
 
+def same_file(a: str | None, b: str) -> bool:
+    """Whether path ``b`` is the file ``a`` names (``-``/None: whatever stdin reads), through
+    links and /dev/stdin."""
+    try:
+        if a in (None, "-"):
+            mine = os.fstat(sys.stdin.fileno())
+            theirs = os.stat(b)
+            return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+        return os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # no file behind stdin (a pipe, a test's buffer), or nothing there yet
+
+
+def lock_holder(path: str) -> str | None:
+    """The pid holding a lock on ``path``, from /proc/locks (Linux); None if unknown."""
+    try:
+        inode = os.stat(path).st_ino
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(inode):
+                return fields[4]
+    except OSError:
+        pass
+    return None
+
+
 class RecordWriter:
-    """Writes batches of records as whole JSON lines to a file or stdout."""
+    """Writes batches of records as whole JSON lines to a file or stdout. A file is locked
+    for the writer's life: a second run on the same output (say two ``--resume`` runs) would
+    write every record twice, so it fails at once instead."""
 
     def __init__(self, path: str | None = None, append: bool = False):
         self.path = path
         if path in (None, "-"):
             self._handle: TextIO = sys.stdout
             self._owned = False
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(path, "a" if append else "w", encoding="utf-8")
-            self._owned = True
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Opened for appending, and emptied only once the lock is held: a refused run must
+        # not truncate the file another one is writing.
+        self._handle = open(path, "a", encoding="utf-8")
+        self._owned = True
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            holder = lock_holder(path)
+            by = f"process {holder}" if holder else "another process"
+            raise CaitoolError(f"{path} is being written by {by}; wait for it to finish or "
+                               "write to another file") from None
+        if not append:
+            self._handle.truncate(0)
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]

@@ -16,7 +16,7 @@ from typing import Any
 
 from caitool import console
 from caitool.errors import CaitoolError, InputError
-from caitool.io.jsonl import RecordWriter, Validator, count_lines, done_ids, iter_records
+from caitool.io.jsonl import RecordWriter, Validator, count_lines, done_ids, iter_records, same_file
 from caitool.schema import ensure_id
 
 Record = dict[str, Any]
@@ -107,8 +107,10 @@ def run(
         stats.skipped_invalid += 1
         console.warn(command, f"{error} (skipped)")
 
+    if output not in (None, "-") and same_file(input, output):
+        raise CaitoolError(f"-o {output} is the input file: writing would destroy the records "
+                           "still to be read; write to another file")
     part = parse_shard(shard)
-    finished = done_ids(output) if resume else set()
     total = None if part else count_lines(input)
 
     def pending() -> Iterator[tuple[int, Record]]:
@@ -123,6 +125,8 @@ def run(
             yield lineno, record
 
     with RecordWriter(output, append=resume) as writer:
+        # Read what is done only once the output is ours (the writer holds its lock).
+        finished = done_ids(output) if resume else set()
         try:
             with console.progress(describe, total) as advance:
                 shown = 0
