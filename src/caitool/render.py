@@ -18,24 +18,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from caitool.constitution import ComparisonExample, ComparisonPrinciple, Constitution, Principle
+from caitool.constitution import (
+    ComparisonExample,
+    ComparisonPrinciple,
+    Constitution,
+    CritiqueExample,
+    Principle,
+)
 from caitool.errors import CaitoolError
 
 Format = Literal["chat", "raw"]
 FORMATS = ("auto", "chat", "raw")
 Messages = list[dict[str, str]]
 
-EXAMPLE_SEPARATOR = "\n\n-----\n\n"
 LABELS = {"user": "Human", "assistant": "Assistant", "system": "System"}
 # Where a raw completion must stop: the model starting the next section by itself.
-RESPONSE_STOP = ("\n\nHuman:", "\n\nCritiqueRequest:", "\n\n-----")
+RESPONSE_STOP = ("\n\nHuman:", "\n\nCritiqueRequest:")
 CRITIQUE_STOP = ("\n\nRevisionRequest:", "\n\nRevision:", *RESPONSE_STOP)
 REVISION_STOP = ("\n\nCritiqueRequest:", *RESPONSE_STOP)
-ANSWER_CUE = "The answer is:"
 COT_CUE = "Let's think step by step:"
-COT_ANSWER_CUE = "So the answer is:"
-# Where a judge's reasoning ends: the model giving its answer, or starting a new section.
-REASONING_STOP = (COT_ANSWER_CUE, ANSWER_CUE, *RESPONSE_STOP)
 OPTION_LETTERS = ("A", "B")
 # What a judge's answer is scored on: the log-probability of each continuation.
 OPTIONS = tuple(f" ({letter})" for letter in OPTION_LETTERS)
@@ -58,6 +59,12 @@ class Prompt:
     @classmethod
     def raw(cls, text: str) -> Prompt:
         return cls(text=text)
+
+    def with_suffix(self, suffix: str) -> Prompt:
+        """The same request with ``suffix`` written after its end (an option to score)."""
+        if self.is_chat:
+            return Prompt(messages=self.messages, assistant_prefix=self.assistant_prefix + suffix)
+        return Prompt(text=(self.text or "") + suffix)
 
     @property
     def is_chat(self) -> bool:
@@ -113,6 +120,39 @@ def prompt_ids(tokenizer: Any, prompt: Prompt, model: str = "the model") -> list
                           add_special_tokens=adds_special_tokens(prompt))["input_ids"])
 
 
+def split_options(prompt_ids: Sequence[int], joined: Sequence[Sequence[int]]
+                  ) -> tuple[list[int], list[list[int]]]:
+    """The context and each option's own tokens, from the prompt's ids and the ids of the
+    prompt and each option tokenised together as one text.
+
+    Options are scored as they follow their prompt: a tokenizer may tokenise " (A)" alone
+    differently (a SentencePiece tokenizer adds a prefix space to a text's start) or join the
+    prompt's last characters with the option's first. The context is what the prompt's ids and
+    every joined text share; the rest of each joined text is the option's."""
+    cut = len(prompt_ids)
+    for ids in joined:
+        same = 0
+        for a, b in zip(prompt_ids, ids):
+            if a != b:
+                break
+            same += 1
+        cut = min(cut, same)
+    context = list(prompt_ids[:cut])
+    tails = [list(ids[cut:]) for ids in joined]
+    if any(not tail for tail in tails):
+        raise CaitoolError("cannot score an empty option")
+    return context, tails
+
+
+def option_ids(tokenizer: Any, prompt: Prompt, options: Sequence[str],
+               model: str = "the model") -> tuple[list[int], list[list[int]]]:
+    """:func:`split_options` for one prompt: its text and each option tokenised together."""
+    text = prompt_text(tokenizer, prompt, model)
+    special = adds_special_tokens(prompt)
+    ids = tokenizer([text, *(text + option for option in options)], add_special_tokens=special)
+    return split_options(ids["input_ids"][0], ids["input_ids"][1:])
+
+
 # -- conversations -------------------------------------------------------------------------
 
 
@@ -140,9 +180,9 @@ def response_prompt(messages: Messages, fmt: Format) -> tuple[Prompt, list[str]]
 # -- critique and revision -----------------------------------------------------------------
 
 
-def _chat_example(example) -> Messages:
+def _chat_example(example: CritiqueExample) -> Messages:
     return [
-        {"role": "user", "content": example.prompt},
+        *example.messages(),
         {"role": "assistant", "content": example.response},
         {"role": "user", "content": example.critique_request},
         {"role": "assistant", "content": example.critique},
@@ -151,9 +191,9 @@ def _chat_example(example) -> Messages:
     ]
 
 
-def _raw_example(example) -> str:
+def _raw_example(example: CritiqueExample) -> str:
     return (
-        f"Human: {example.prompt}\n\nAssistant: {example.response}\n\n"
+        f"\n\n{transcript(example.messages())}\n\nAssistant: {example.response}\n\n"
         f"CritiqueRequest: {example.critique_request}\n\nCritique: {example.critique}\n\n"
         f"RevisionRequest: {example.revision_request}\n\nRevision: {example.revision}"
     )
@@ -162,7 +202,10 @@ def _raw_example(example) -> str:
 def critique_prompt(constitution: Constitution, messages: Messages, response: str,
                     principle: Principle, fmt: Format,
                     critique: str | None = None) -> tuple[Prompt, list[str]]:
-    """Ask for a critique (``critique`` None) or, given the critique, for the revision."""
+    """Ask for a critique (``critique`` None) or, given the critique, for the revision.
+
+    Raw, as the paper's transcripts: every few-shot example and then the request, each its
+    own ``\n\nHuman: ...`` transcript, run together."""
     examples = constitution.critique_examples
     if fmt == "chat":
         turns = [turn for example in examples for turn in _chat_example(example)]
@@ -172,8 +215,8 @@ def critique_prompt(constitution: Constitution, messages: Messages, response: st
             turns += [{"role": "assistant", "content": critique},
                       {"role": "user", "content": principle.revision}]
         return Prompt.chat(turns), []
-    shots = "".join(_raw_example(e) + EXAMPLE_SEPARATOR for e in examples)
-    text = (f"{shots}{transcript(messages)}\n\nAssistant: {response}\n\n"
+    shots = "".join(_raw_example(e) for e in examples)
+    text = (f"{shots}\n\n{transcript(messages)}\n\nAssistant: {response}\n\n"
             f"CritiqueRequest: {principle.critique}\n\nCritique:")
     if critique is None:
         return Prompt.raw(text), list(CRITIQUE_STOP)
@@ -182,27 +225,39 @@ def critique_prompt(constitution: Constitution, messages: Messages, response: st
 
 
 # -- judge questions -----------------------------------------------------------------------
+#
+# The paper's question, as one string: "\n\n", the frame sentence, "\n\n", the conversation
+# as a transcript ending on the human's turn, "\n\n", the principle as its instruction file
+# writes it ("\n<question> Options:"), one line per option (" (A) [[[response]]]"), a blank
+# line and the answer cue. The judge's answer is scored on the continuations " (A)", " (B)".
+# In chat, the question (without the leading newlines) is the user's turn and the cue opens
+# the assistant's reply. With chain of thought the question is a human turn and the
+# reasoning an assistant turn, and the cue follows the reasoning.
 
 
-def comparison_question(messages: Messages, question: str, first: str, second: str) -> str:
-    """The multiple-choice question a judge answers with (A) or (B)."""
-    return (
-        "Consider the following conversation between a human and an assistant:\n\n"
-        f"{transcript(messages)}\n\n{question}\n"
-        f"Options:\n(A) {first}\n(B) {second}"
-    )
+def principle_text(question: str) -> str:
+    """A comparison principle as the paper's instruction file writes it."""
+    return f"\n{question} Options:"
 
 
-def _example_turns(example: ComparisonExample, index: int) -> tuple[str, str]:
-    """A few-shot comparison, with the better response alternating between (A) and (B)
-    so the examples themselves teach no position preference."""
+def comparison_question(constitution: Constitution, messages: Messages, question: str,
+                        responses: Sequence[str]) -> str:
+    """The multiple-choice question, from the frame sentence to the last option."""
+    options = "".join(f"\n ({letter}) [[[{response}]]]"
+                      for letter, response in zip(OPTION_LETTERS, responses, strict=True))
+    return (f"{constitution.judge_frame}\n\n{transcript(messages)}\n\n"
+            f"{principle_text(question)}{options}")
+
+
+def _example_question(constitution: Constitution, example: ComparisonExample,
+                      index: int) -> tuple[str, str]:
+    """A few-shot comparison and the letter of its answer, with the better response
+    alternating between (A) and (B) so the examples themselves teach no position preference."""
     better_first = index % 2 == 0
-    first, second = (example.better, example.worse) if better_first else (example.worse, example.better)
+    responses = (example.better, example.worse) if better_first else (example.worse, example.better)
     wants_better = example.direction != "worse"
     letter = "A" if better_first == wants_better else "B"
-    question = comparison_question([{"role": "user", "content": example.prompt}],
-                                   example.question, first, second)
-    return question, f"{ANSWER_CUE} ({letter})"
+    return comparison_question(constitution, example.messages(), example.question, responses), letter
 
 
 def comparison_prompt(constitution: Constitution, messages: Messages,
@@ -210,21 +265,74 @@ def comparison_prompt(constitution: Constitution, messages: Messages,
                       reasoning: str | None = None, cot: bool = False) -> Prompt:
     """The judge's prompt, ending at the answer cue (or, with ``cot`` and no reasoning yet,
     at the cue that invites step-by-step reasoning)."""
-    question = comparison_question(messages, principle.question, first, second)
-    shots = [_example_turns(e, i) for i, e in enumerate(constitution.comparison_examples)]
+    question = comparison_question(constitution, messages, principle.question, (first, second))
+    cue = constitution.answer_cue
     if cot:
-        cue = COT_CUE if reasoning is None else f"{COT_CUE} {reasoning.strip()}\n{COT_ANSWER_CUE}"
-    else:
-        cue = ANSWER_CUE
+        return _cot_prompt(constitution, question, fmt, reasoning)
+    shots = [_example_question(constitution, e, i)
+             for i, e in enumerate(constitution.comparison_examples)]
     if fmt == "chat":
         turns = []
-        for shot_question, answer in shots:
-            turns += [{"role": "user", "content": shot_question},
-                      {"role": "assistant", "content": answer}]
+        for shot, letter in shots:
+            turns += [{"role": "user", "content": shot},
+                      {"role": "assistant", "content": f"{cue} ({letter})"}]
         turns.append({"role": "user", "content": question})
         return Prompt.chat(turns, assistant_prefix=cue)
-    text = "".join(f"{q}\n{a}{EXAMPLE_SEPARATOR}" for q, a in shots)
-    return Prompt.raw(f"{text}{question}\n{cue}")
+    text = "".join(f"\n\n{shot}\n\n{cue} ({letter})" for shot, letter in shots)
+    return Prompt.raw(f"{text}\n\n{question}\n\n{cue}")
+
+
+def cot_examples(constitution: Constitution) -> list[tuple[str, str]]:
+    """Chain-of-thought examples as (question, reasoning and answer): a CoT file's worked
+    examples when the constitution has them, else its few-shot comparisons that carry a
+    reasoning (an example with a bare answer would teach the judge to skip the reasoning)."""
+    if constitution.worked_comparisons:
+        return [_split_worked(w.text) for w in constitution.worked_comparisons]
+    examples = []
+    for index, example in enumerate(constitution.comparison_examples):
+        if example.reasoning:
+            question, letter = _example_question(constitution, example, index)
+            examples.append((question, f"{COT_CUE} {example.reasoning}\n\n"
+                                       f"{constitution.answer_cue} ({letter})"))
+    return examples
+
+
+def _split_worked(text: str) -> tuple[str, str]:
+    """A worked example's human question and assistant answer (the whole text as the
+    question when it has no ``Assistant:`` turn)."""
+    head, marker, answer = text.rpartition("\n\nAssistant:")
+    if not marker:
+        return text.strip(), ""
+    return _without_label(head.strip(), "Human:"), answer.strip()
+
+
+def _without_label(text: str, label: str) -> str:
+    return text[len(label):].strip() if text.startswith(label) else text
+
+
+def _cot_prompt(constitution: Constitution, question: str, fmt: Format,
+                reasoning: str | None) -> Prompt:
+    opening = COT_CUE if reasoning is None else (
+        f"{COT_CUE} {reasoning.strip()}\n\n{constitution.answer_cue}")
+    shots = cot_examples(constitution)
+    if fmt == "chat":
+        turns = []
+        for shot, answer in shots:
+            turns += [{"role": "user", "content": shot}]
+            if answer:
+                turns += [{"role": "assistant", "content": answer}]
+        turns.append({"role": "user", "content": question})
+        return Prompt.chat(turns, assistant_prefix=opening)
+    if constitution.worked_comparisons:
+        text = "".join(w.text for w in constitution.worked_comparisons)
+    else:
+        text = "".join(f"\n\nHuman: {shot}\n\nAssistant: {answer}" for shot, answer in shots)
+    return Prompt.raw(f"{text}\n\nHuman: {question}\n\nAssistant: {opening}")
+
+
+def reasoning_stop(constitution: Constitution) -> list[str]:
+    """Where a judge's reasoning ends: the model giving its answer, or starting a new turn."""
+    return [constitution.answer_cue, *RESPONSE_STOP]
 
 
 # -- training examples ---------------------------------------------------------------------

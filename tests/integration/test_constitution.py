@@ -1,7 +1,11 @@
 
+import json
+import logging
+import shutil
+
 import pytest
 
-from caitool import constitution
+from caitool import constitution, render
 from caitool.errors import CaitoolError
 from helpers import DATA, caitool
 
@@ -21,11 +25,74 @@ def test_anthropic_directory_is_recognised_by_shape():
     assert [p.id for p in c.principles] == ["harmful0", "harmful1"]
     assert c.principles[0].critique == "Point out anything hurtful in the last reply."
     assert c.principles[0].revision == "Rewrite the reply without anything hurtful."
-    assert len(c.critique_examples) == 2
+    assert len(c.critique_examples) == 3
     assert c.critique_examples[1].revision == "Placeholder revision two."
     assert [p.direction for p in c.comparisons] == ["better", "worse", "better"]
     assert c.comparisons[0].question == "Which reply is kinder and safer?"
     assert c.comparison_examples[0].better == "A careful placeholder reply."
+
+
+def test_anthropic_multi_turn_examples_keep_every_turn():
+    c = constitution.load(str(DATA / "anthropic"))
+    three = c.critique_examples[2]
+    assert [m["content"] for m in three.messages()] == [
+        "Placeholder turn A?", "Placeholder reply A.", "Placeholder turn B?",
+        "Placeholder reply B.", "Placeholder turn C?"]
+    assert three.response == "Placeholder answer three."
+    raw, _ = render.critique_prompt(c, [{"role": "user", "content": "Q?"}], "R.",
+                                    c.principles[0], "raw")
+    # Every example is its own "\n\nHuman:" transcript, every turn kept, as the file has them.
+    examples = json.loads((DATA / "anthropic" / "CritiqueRevisionFewShotPrompts.json").read_text())
+    assert raw.text.startswith("".join(examples))
+    assert raw.text.endswith("".join(examples)[-40:] + "\n\nHuman: Q?\n\nAssistant: R.\n\n"
+                             "CritiqueRequest: Point out anything hurtful in the last reply.\n\n"
+                             "Critique:")
+    multi = c.comparison_examples[1]
+    assert multi.history == (("user", "Placeholder first turn?"),
+                             ("assistant", "Placeholder first reply."))
+
+
+def test_anthropic_comparison_examples_get_sampled_principles_not_an_invented_question():
+    c = constitution.load(str(DATA / "anthropic"))
+    questions = {p.question: p.direction for p in c.comparisons}
+    for example in c.comparison_examples:
+        assert questions[example.question] == example.direction
+    # Seeded: the same principles every time the directory loads.
+    again = constitution.load(str(DATA / "anthropic"))
+    assert again.comparison_examples == c.comparison_examples
+
+
+def test_anthropic_cot_file_is_loaded_and_used_for_cot():
+    c = constitution.load(str(DATA / "anthropic"))
+    assert len(c.worked_comparisons) == 2
+    worked = c.worked_comparisons[0].text
+    assert "{}" not in worked
+    assert any(f"\n\n\n{p.question} Options:\n (A) [[[" in worked for p in c.comparisons)
+    ask = [{"role": "user", "content": "Q?"}]
+    prompt = render.comparison_prompt(c, ask, c.comparisons[0], "one", "two", "raw", cot=True)
+    assert prompt.text.startswith(worked + c.worked_comparisons[1].text + "\n\nHuman: Consider")
+    assert prompt.text.endswith("\n\nAssistant: Let's think step by step:")
+    chat = render.comparison_prompt(c, ask, c.comparisons[0], "one", "two", "chat", cot=True)
+    turns = chat.message_dicts()
+    assert [m["role"] for m in turns] == ["user", "assistant"] * 2 + ["user"]
+    assert turns[1]["content"].startswith("Let's think step by step: Placeholder reasoning")
+    assert turns[1]["content"].endswith("The answer is: (A)")
+    # Without --cot, the plain few-shot examples are used instead.
+    plain = render.comparison_prompt(c, ask, c.comparisons[0], "one", "two", "raw")
+    assert "step by step" not in plain.text and "careful placeholder reply" in plain.text
+
+
+def test_unrecognised_json_in_a_constitution_directory_is_a_warning(tmp_path, caplog):
+    directory = tmp_path / "released"
+    shutil.copytree(DATA / "anthropic", directory)
+    (directory / "Notes.json").write_text('{"author": "someone"}')
+    with caplog.at_level(logging.WARNING):
+        c = constitution.load(str(directory))
+    assert len(c.principles) == 2
+    assert any("Notes.json" in r.getMessage() for r in caplog.records)
+    result = caitool("constitution", "validate", directory, check=False)
+    assert result.returncode == 0
+    assert "Notes.json is not a file caitool recognises" in result.stderr.decode()
 
 
 def test_hf_recipe_json():
@@ -78,3 +145,6 @@ def test_show_round_trips_through_the_yaml_loader(tmp_path):
     original = constitution.load(str(DATA / "anthropic"))
     assert again.principles == original.principles
     assert again.comparisons == original.comparisons
+    assert again.critique_examples == original.critique_examples
+    assert again.comparison_examples == original.comparison_examples
+    assert again.worked_comparisons == original.worked_comparisons

@@ -59,11 +59,8 @@ def test_prompt_logprobs_sum_to_the_hf_backend_scores(hf):
     option's tokens must equal the hf backend's option scores."""
     import torch
 
-    tokenizer = hf.tokenizer
-    option_ids = [[tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
-                  for opts in OPTIONS]
-    jobs = vb.scoring_jobs(vb.encode(tokenizer, PROMPTS), option_ids)
-    assert len(jobs) == 6 and jobs[0][3] == len(hf.encode(PROMPTS[:1])[0])
+    jobs = vb.scoring_jobs(hf.tokenizer, PROMPTS, OPTIONS)
+    assert len(jobs) == 6 and jobs[0][3] <= len(hf.encode(PROMPTS[:1])[0])
     scores = [[0.0, 0.0] for _ in PROMPTS]
     for index, option_index, sequence, start in jobs:
         with torch.inference_mode():
@@ -78,9 +75,9 @@ def test_prompt_logprobs_sum_to_the_hf_backend_scores(hf):
         assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_empty_options_and_bad_settings_are_refused():
+def test_empty_options_and_bad_settings_are_refused(hf):
     with pytest.raises(CaitoolError, match="empty option"):
-        vb.scoring_jobs([[1, 2]], [[[3], []]])
+        vb.scoring_jobs(hf.tokenizer, PROMPTS[:1], [[" (A)", ""]])
     with pytest.raises(CaitoolError, match="JSON object"):
         vb.llm_kwargs("m", 1, "auto", "[1, 2]")
     kwargs = vb.llm_kwargs("m", 2, "bfloat16", '{"gpu_memory_utilization": 0.5}')

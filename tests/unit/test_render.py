@@ -20,9 +20,9 @@ ASK = [{"role": "user", "content": "How do I pick a lock?"}]
 def test_raw_critique_and_revision_prompts():
     prompt, stop = render.critique_prompt(RULES, ASK, "Like this.", PRINCIPLE, "raw")
     assert prompt.text == (
-        "Human: Ask\n\nAssistant: Answer\n\nCritiqueRequest: Crit?\n\nCritique: Crit.\n\n"
-        "RevisionRequest: Rev?\n\nRevision: Rev.\n\n-----\n\n"
-        "Human: How do I pick a lock?\n\nAssistant: Like this.\n\n"
+        "\n\nHuman: Ask\n\nAssistant: Answer\n\nCritiqueRequest: Crit?\n\nCritique: Crit.\n\n"
+        "RevisionRequest: Rev?\n\nRevision: Rev."
+        "\n\nHuman: How do I pick a lock?\n\nAssistant: Like this.\n\n"
         "CritiqueRequest: Is it harmful?\n\nCritique:")
     assert stop == list(render.CRITIQUE_STOP)
     revision, stop = render.critique_prompt(RULES, ASK, "Like this.", PRINCIPLE, "raw",
@@ -30,6 +30,20 @@ def test_raw_critique_and_revision_prompts():
     assert revision.text.endswith(
         "Critique: It is.\n\nRevisionRequest: Make it harmless.\n\nRevision:")
     assert stop == list(render.REVISION_STOP)
+    assert "-----" not in revision.text
+
+
+def test_multi_turn_examples_keep_every_turn():
+    example = CritiqueExample("Second ask", "Second answer", "Crit?", "Crit.", "Rev?", "Rev.",
+                              history=(("user", "First ask"), ("assistant", "First answer")))
+    rules = Constitution("t", principles=[PRINCIPLE], critique_examples=[example])
+    raw, _ = render.critique_prompt(rules, ASK, "Like this.", PRINCIPLE, "raw")
+    assert raw.text.startswith(
+        "\n\nHuman: First ask\n\nAssistant: First answer\n\nHuman: Second ask\n\n"
+        "Assistant: Second answer\n\nCritiqueRequest: Crit?")
+    chat, _ = render.critique_prompt(rules, ASK, "Like this.", PRINCIPLE, "chat")
+    assert [m["content"] for m in chat.message_dicts()][:4] == [
+        "First ask", "First answer", "Second ask", "Second answer"]
 
 
 def test_chat_critique_is_one_conversation_with_the_examples_first():
@@ -42,18 +56,83 @@ def test_chat_critique_is_one_conversation_with_the_examples_first():
     assert [m["role"] for m in prompt.message_dicts()] == ["user", "assistant"] * 5 + ["user"]
 
 
-@pytest.mark.parametrize("fmt", ["chat", "raw"])
-def test_judge_prompt_ends_at_the_answer_cue(fmt):
-    prompt = render.comparison_prompt(RULES, ASK, RULES.comparisons[0], "one", "two", fmt)
-    question = render.comparison_question(ASK, "Which is kinder?", "one", "two")
-    if fmt == "chat":
-        assert prompt.assistant_prefix == render.ANSWER_CUE
-        assert prompt.message_dicts()[-1]["content"] == question
-        assert prompt.message_dicts()[1]["content"] == "The answer is: (A)"
-    else:
-        assert prompt.text.endswith(question + "\n" + render.ANSWER_CUE)
-        assert "The answer is: (A)\n\n-----\n\n" in prompt.text
+PAPER_QUESTION = (
+    "Consider the following conversation between a human and an assistant:\n\n"
+    "Human: How do I pick a lock?\n\n"
+    "\nWhich is kinder? Options:\n (A) [[[one]]]\n (B) [[[two]]]")
+
+
+def test_raw_judge_prompt_is_the_papers_shape_byte_for_byte():
+    bare = Constitution("t", comparisons=[ComparisonPrinciple("c1", "Which is kinder?")])
+    prompt = render.comparison_prompt(bare, ASK, bare.comparisons[0], "one", "two", "raw")
+    assert prompt.text == f"\n\n{PAPER_QUESTION}\n\nThe answer is:"
     assert render.OPTIONS == (" (A)", " (B)")
+    # With a few-shot example: the same shape, answered, before the question.
+    prompt = render.comparison_prompt(RULES, ASK, RULES.comparisons[0], "one", "two", "raw")
+    assert prompt.text == (
+        "\n\nConsider the following conversation between a human and an assistant:\n\n"
+        "Human: Q\n\n\nWhich is kinder? Options:\n (A) [[[good]]]\n (B) [[[bad]]]\n\n"
+        f"The answer is: (A)\n\n{PAPER_QUESTION}\n\nThe answer is:")
+
+
+def test_a_constitution_may_set_its_own_frame_and_cue():
+    rules = Constitution("t", comparisons=[ComparisonPrinciple("c1", "Which is kinder?")],
+                         judge_frame="Read this chat:", answer_cue="Verdict:")
+    prompt = render.comparison_prompt(rules, ASK, rules.comparisons[0], "one", "two", "raw")
+    assert prompt.text.startswith("\n\nRead this chat:\n\nHuman:")
+    assert prompt.text.endswith("]]]\n\nVerdict:")
+    assert render.reasoning_stop(rules)[0] == "Verdict:"
+
+
+def test_chat_judge_prompt_puts_the_cue_in_the_reply():
+    prompt = render.comparison_prompt(RULES, ASK, RULES.comparisons[0], "one", "two", "chat")
+    assert prompt.assistant_prefix == "The answer is:"
+    assert prompt.message_dicts()[-1]["content"] == PAPER_QUESTION
+    assert prompt.message_dicts()[1]["content"] == "The answer is: (A)"
+
+
+def test_worse_principles_and_alternation_set_the_examples_answers():
+    examples = [ComparisonExample("Q1", "good", "bad", "Which is worse?", direction="worse"),
+                ComparisonExample("Q2", "good", "bad", "Which is kinder?")]
+    rules = Constitution("t", comparisons=[ComparisonPrinciple("c1", "Which is kinder?")],
+                         comparison_examples=examples)
+    prompt = render.comparison_prompt(rules, ASK, rules.comparisons[0], "one", "two", "chat")
+    answers = [m["content"] for m in prompt.message_dicts() if m["role"] == "assistant"]
+    # Example 0 shows the better first but asks for the worse: (B). Example 1 shows the
+    # better second and asks for the better: (B).
+    assert answers == ["The answer is: (B)", "The answer is: (B)"]
+
+
+@pytest.mark.parametrize("fmt", ["chat", "raw"])
+def test_cot_examples_reason_before_they_answer(fmt):
+    reasoned = ComparisonExample("Q", "good", "bad", "Which is kinder?",
+                                 reasoning="The first is gentle. The second is curt.")
+    rules = Constitution("t", comparisons=[ComparisonPrinciple("c1", "Which is kinder?")],
+                         comparison_examples=[reasoned])
+    ask = render.comparison_prompt(rules, ASK, rules.comparisons[0], "one", "two", fmt, cot=True)
+    final = render.comparison_prompt(rules, ASK, rules.comparisons[0], "one", "two", fmt,
+                                     cot=True, reasoning="Two is kinder.")
+    shown = ("Let's think step by step: The first is gentle. The second is curt.\n\n"
+             "The answer is: (A)")
+    if fmt == "chat":
+        turns = ask.message_dicts()
+        assert [m["role"] for m in turns] == ["user", "assistant", "user"]
+        assert turns[1]["content"] == shown and turns[2]["content"] == PAPER_QUESTION
+        assert ask.assistant_prefix == "Let's think step by step:"
+        assert final.assistant_prefix == ("Let's think step by step: Two is kinder.\n\n"
+                                          "The answer is:")
+    else:
+        assert ask.text.startswith("\n\nHuman: Consider the following conversation")
+        assert f"\n\nAssistant: {shown}\n\nHuman: {PAPER_QUESTION}" in ask.text
+        assert ask.text.endswith(f"\n\nHuman: {PAPER_QUESTION}\n\nAssistant: "
+                                 "Let's think step by step:")
+        assert final.text == ask.text + " Two is kinder.\n\nThe answer is:"
+
+
+def test_cot_leaves_out_examples_without_reasoning():
+    prompt = render.comparison_prompt(RULES, ASK, RULES.comparisons[0], "one", "two", "chat",
+                                      cot=True)
+    assert len(prompt.message_dicts()) == 1
 
 
 def test_training_rows_are_rendered_as_generation_asks():
@@ -98,3 +177,42 @@ def test_prompt_text_opens_the_reply_and_writes_the_assistant_prefix():
     no_template.chat_template = None
     with pytest.raises(CaitoolError, match="has no chat template"):
         render.prompt_text(no_template, prompt, "m")
+
+
+def sentencepiece_style_tokenizer():
+    """A tokenizer that, like SentencePiece's, marks word starts with "▁" and adds one to the
+    start of every text: " (A)" alone becomes "▁▁(A)", unlike " (A)" after a prompt."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    # Llama's SentencePiece-converted tokenizers work this way: prepend "▁", then every
+    # space becomes "▁" (no pre-tokenizer).
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                                 normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    corpus = ["The answer is: (A)", "The answer is: (B)", "Which is kinder? (A) (B)"] * 20
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=50, special_tokens=["<unk>", "<s>"], show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>")
+
+
+def test_options_are_tokenised_together_with_their_prompt():
+    tokenizer = sentencepiece_style_tokenizer()
+    prompt = render.Prompt.raw("Which is kinder? The answer is:")
+    context, tails = render.option_ids(tokenizer, prompt, [" (A)", " (B)"])
+    for option, tail in zip([" (A)", " (B)"], tails, strict=True):
+        joined = tokenizer(prompt.text + option)["input_ids"]
+        assert context + tail == joined  # exactly the tokens the model reads
+        alone = tokenizer(option, add_special_tokens=False)["input_ids"]
+        assert alone != tail  # alone, the option gains a prefix "▁": the old, wrong ids
+    assert context == tokenizer(prompt.text)["input_ids"][:len(context)]
+
+
+def test_split_options_handles_a_merge_across_the_boundary():
+    # The prompt's last token merges with the option's first in the joined text: the
+    # context stops before it and the merged token is scored as the option's.
+    context, tails = render.split_options([1, 2, 3], [[1, 2, 9, 4], [1, 2, 3, 5]])
+    assert context == [1, 2] and tails == [[9, 4], [3, 5]]
+    with pytest.raises(CaitoolError, match="empty option"):
+        render.split_options([1, 2], [[1, 2], [1, 2, 3]])

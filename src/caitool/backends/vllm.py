@@ -21,7 +21,7 @@ from typing import Any
 from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
 from caitool.errors import CaitoolError
-from caitool.render import Prompt, has_chat_template, prompt_ids
+from caitool.render import Prompt, has_chat_template, option_ids, prompt_ids
 
 INSTALL_HINT = "pip install 'caitool[vllm]' (vLLM 0.27.1; needs a CUDA GPU)"
 # Extra keyword arguments for vllm.LLM, as a JSON object (gpu_memory_utilization, ...).
@@ -64,16 +64,17 @@ def completion_texts(output: Any, stop: list[str]) -> list[str]:
     return [cut_at_stop(completion.text, stop).strip() for completion in output.outputs]
 
 
-def scoring_jobs(prompt_ids: list[list[int]], option_ids: list[list[list[int]]]
+def scoring_jobs(tokenizer: Any, prompts: list[Prompt], options: list[list[str]]
                  ) -> list[tuple[int, int, list[int], int]]:
-    """One sequence per (prompt, option): (prompt index, option index, prompt + option
-    tokens, where the option starts)."""
+    """One sequence per (prompt, option): (prompt index, option index, prompt and option
+    tokenised together, where the option's own tokens start; see render.split_options)."""
     jobs = []
-    for index, (ids, options) in enumerate(zip(prompt_ids, option_ids, strict=True)):
-        for option_index, option in enumerate(options):
-            if not option:
-                raise CaitoolError("cannot score an empty option")
-            jobs.append((index, option_index, list(ids) + list(option), len(ids)))
+    for index, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+        if not opts:
+            continue
+        context, tails = option_ids(tokenizer, prompt, opts)
+        for option_index, tail in enumerate(tails):
+            jobs.append((index, option_index, context + tail, len(context)))
     return jobs
 
 
@@ -173,10 +174,7 @@ class VLLMBackend(Backend):
             return []
         from vllm import SamplingParams as VLLMSamplingParams
 
-        tokenizer = self.tokenizer
-        option_ids = [[list(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in opts]
-                      for opts in options]
-        jobs = scoring_jobs(encode(tokenizer, prompts), option_ids)
+        jobs = scoring_jobs(self.tokenizer, prompts, options)
         # One token is generated and ignored; the prompt's own log-probabilities are the point.
         params = VLLMSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
         outputs = self.llm.generate(token_prompts([job[2] for job in jobs]), params,

@@ -12,8 +12,9 @@ from caitool.constitution.model import (
     ConstitutionError,
     CritiqueExample,
     Principle,
+    WorkedComparison,
 )
 
 __all__ = ["ComparisonExample", "ComparisonPrinciple", "Constitution", "ConstitutionError",
-           "CritiqueExample", "Principle", "builtin_names", "from_data", "load", "resolve",
+           "CritiqueExample", "Principle", "WorkedComparison", "builtin_names", "from_data", "load", "resolve",
            "search_path"]

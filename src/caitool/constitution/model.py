@@ -9,6 +9,11 @@ from typing import Any
 from caitool.errors import CaitoolError
 
 DIRECTIONS = ("better", "worse")
+# The judge's question opens with this sentence and ends with this cue, in the paper's words
+# (a constitution may say otherwise: ``judge: {frame: ..., answer_cue: ...}`` in YAML).
+DEFAULT_FRAME = "Consider the following conversation between a human and an assistant:"
+DEFAULT_ANSWER_CUE = "The answer is:"
+Turns = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -35,21 +40,49 @@ class ComparisonPrinciple:
 
 @dataclass(frozen=True)
 class CritiqueExample:
+    """A worked critique and revision of ``response``, the answer to ``prompt``; ``history``
+    holds the (role, content) turns of the conversation before ``prompt``, if any."""
+
     prompt: str
     response: str
     critique_request: str
     critique: str
     revision_request: str
     revision: str
+    history: Turns = ()
+
+    def messages(self) -> list[dict[str, str]]:
+        return _messages(self.history, self.prompt)
 
 
 @dataclass(frozen=True)
 class ComparisonExample:
+    """A judged pair: ``better`` and ``worse`` answers to ``prompt`` (after ``history``)
+    under ``question``; ``reasoning`` is the step-by-step judgement shown under --cot."""
+
     prompt: str
     better: str
     worse: str
     question: str
     direction: str = "better"
+    reasoning: str = ""
+    history: Turns = ()
+
+    def messages(self) -> list[dict[str, str]]:
+        return _messages(self.history, self.prompt)
+
+
+@dataclass(frozen=True)
+class WorkedComparison:
+    """A whole chain-of-thought judging example as a raw transcript (Anthropic's CoT file):
+    the question with its principle filled in, the reasoning and the answer."""
+
+    text: str
+
+
+def _messages(history: Turns, prompt: str) -> list[dict[str, str]]:
+    return [*({"role": role, "content": content} for role, content in history),
+            {"role": "user", "content": prompt}]
 
 
 @dataclass
@@ -60,6 +93,9 @@ class Constitution:
     comparisons: list[ComparisonPrinciple] = field(default_factory=list)
     critique_examples: list[CritiqueExample] = field(default_factory=list)
     comparison_examples: list[ComparisonExample] = field(default_factory=list)
+    worked_comparisons: list[WorkedComparison] = field(default_factory=list)
+    judge_frame: str = DEFAULT_FRAME
+    answer_cue: str = DEFAULT_ANSWER_CUE
     source: str = ""
 
     def principle(self, principle_id: str) -> Principle:
@@ -78,16 +114,27 @@ class Constitution:
 
     def to_dict(self) -> dict[str, Any]:
         """The constitution in caitool's YAML layout (what ``constitution show`` prints)."""
-        return {
-            "name": self.name,
-            "description": self.description,
+        data: dict[str, Any] = {"name": self.name, "description": self.description}
+        if (self.judge_frame, self.answer_cue) != (DEFAULT_FRAME, DEFAULT_ANSWER_CUE):
+            data["judge"] = {"frame": self.judge_frame, "answer_cue": self.answer_cue}
+        data.update({
             "critique_revision": [asdict(p) for p in self.principles],
             "comparison": [asdict(p) for p in self.comparisons],
             "few_shot": {
-                "critique_revision": [asdict(e) for e in self.critique_examples],
-                "comparison": [asdict(e) for e in self.comparison_examples],
+                "critique_revision": [_example_dict(e) for e in self.critique_examples],
+                "comparison": [_example_dict(e) for e in self.comparison_examples],
             },
-        }
+        })
+        if self.worked_comparisons:
+            data["few_shot"]["cot"] = [e.text for e in self.worked_comparisons]
+        return data
+
+
+def _example_dict(example: CritiqueExample | ComparisonExample) -> dict[str, Any]:
+    """An example as the YAML layout writes it: earlier turns as messages, empty fields left out."""
+    data = asdict(example)
+    data["history"] = [{"role": role, "content": content} for role, content in example.history]
+    return {key: value for key, value in data.items() if value not in ("", [])}
 
 
 class ConstitutionError(CaitoolError):

@@ -186,7 +186,7 @@ def judge(backend: Backend, constitution: Constitution, items: list[PairItem],
     if settings.cot:
         params = SamplingParams(max_new_tokens=settings.max_new_tokens,
                                 temperature=settings.temperature, n=1,
-                                stop=list(render.REASONING_STOP),
+                                stop=render.reasoning_stop(constitution),
                                 seed=_reasoning_seed(settings.seed, items))
         outputs = backend.generate([prompt(r) for r in requests], params)
         reasonings = [samples[0].strip() for samples in outputs]

@@ -17,7 +17,7 @@ from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_
 from caitool.backends.hf.batching import forward_kwargs, pad_left, run_in_batches
 from caitool.backends.hf.prefix_cache import PrefixCache, common_prefix
 from caitool.errors import CaitoolError
-from caitool.render import Prompt, adds_special_tokens, has_chat_template, prompt_text
+from caitool.render import Prompt, adds_special_tokens, has_chat_template, prompt_text, split_options
 
 
 def check_model_path(model: str) -> None:
@@ -208,16 +208,20 @@ class HFBackend(Backend):
         if not prompts:
             return []
         encoded = self.encode(prompts)
+        # Each option tokenised with its prompt (see render.split_options); the texts share
+        # their prompt, so the prefix cache tokenises each prompt's head once.
+        joined = self.encode([prompt.with_suffix(option)
+                              for prompt, opts in zip(prompts, options, strict=True) for option in opts])
         jobs: list[_ScoreJob] = []
+        start = 0
         for index, (prompt_ids, opts) in enumerate(zip(encoded, options, strict=True)):
-            option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in opts]
-            if any(not ids for ids in option_ids):
-                raise CaitoolError("cannot score an empty option")
-            if not option_ids:
+            if not opts:
                 continue
+            context, option_ids = split_options(prompt_ids, joined[start:start + len(opts)])
+            start += len(opts)
             # Every option keeps at least one token of its own to be scored.
             shared = common_prefix(option_ids)[:min(len(ids) for ids in option_ids) - 1]
-            context = prompt_ids + shared
+            context = context + shared
             if not context:
                 raise CaitoolError("cannot score options after an empty prompt")
             jobs.append(_ScoreJob(index, context, shared,

@@ -1,8 +1,27 @@
-"""Anthropic's released prompt files: a directory of JSON files, each recognised by its shape."""
+"""Anthropic's released prompt files: a directory of JSON files, each recognised by its shape.
+
+What each file holds (structure from the paper's supplementary material):
+
+* critique/revision principles: ``{"id": {"prompt": ["\\n\\nCritiqueRequest: ...\\n\\nCritique:"],
+  "edit_request": "\\n\\nRevisionRequest: ...\\n\\nRevision:"}}``;
+* critique few-shot examples: a list of raw transcripts, several ``Human:``/``Assistant:``
+  turns then ``CritiqueRequest:``, ``Critique:``, ``RevisionRequest:``, ``Revision:``;
+* comparison principles: a list of strings, each ``"\\n<question> Options:"``;
+* comparison few-shot examples: ``[{"prompt": "\\n\\nHuman: ...\\n\\nAssistant:",
+  "corrects": [...], "incorrects": [...]}]``, which carry no principle: each is given one,
+  sampled with a fixed seed, as the paper samples a principle per example;
+* chain-of-thought examples: ``[{"prompt": <a whole worked example with {} where the
+  principle goes>}]``, whose ``{}`` is filled with a sampled principle the same way.
+
+Evaluation files (JSONL, one question per line) are not part of a constitution and are left
+alone; any other JSON file is reported, so a renamed or unexpected file is never silently lost.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -14,14 +33,20 @@ from caitool.constitution.model import (
     ConstitutionError,
     CritiqueExample,
     Principle,
+    WorkedComparison,
     validate,
 )
 
-_TRANSCRIPT_FIELDS = ("Human", "Assistant", "CritiqueRequest", "Critique", "RevisionRequest",
-                      "Revision")
-_TRANSCRIPT = re.compile(r"(?:^|\n\n)(" + "|".join(_TRANSCRIPT_FIELDS) + r"):")
+log = logging.getLogger(__name__)
+
+_SECTIONS = ("Human", "Assistant", "CritiqueRequest", "Critique", "RevisionRequest", "Revision")
+_SECTION = re.compile(r"(?:^|\n\n)(" + "|".join(_SECTIONS) + r"):")
+_ROLES = {"Human": "user", "Assistant": "assistant"}
 _WORSE = re.compile(r"\bmore (harmful|toxic|dangerous|unethical|offensive|objectionable)\b|"
                     r"\bworse\b|\bless (ethical|harmless|appropriate)\b", re.IGNORECASE)
+# The seed of the principles given to few-shot examples: fixed, so that every request of a
+# run (and of every run) shows the same few-shot block, which a backend then computes once.
+EXAMPLE_SEED = "anthropic-few-shot"
 
 
 def _strip_label(text: str, label: str) -> str:
@@ -31,31 +56,58 @@ def _strip_label(text: str, label: str) -> str:
     return text.strip()
 
 
-def _parse_transcript(text: str) -> dict[str, str]:
-    parts = _TRANSCRIPT.split(text)
-    fields: dict[str, str] = {}
-    for label, value in zip(parts[1::2], parts[2::2]):
-        fields.setdefault(label, value.strip())
-    return fields
+def sections(text: str) -> list[tuple[str, str]]:
+    """A raw transcript as its (label, text) sections, in order, every turn kept."""
+    parts = _SECTION.split(text)
+    return [(label, value.strip()) for label, value in zip(parts[1::2], parts[2::2], strict=True)]
+
+
+def _turns(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The conversation's (role, content) turns; an empty last turn (the open ``Assistant:``
+    of a question) is dropped."""
+    turns = [(_ROLES[label], text) for label, text in found if label in _ROLES]
+    return turns[:-1] if turns and not turns[-1][1] else turns
+
+
+def _critique_example(text: str) -> CritiqueExample | None:
+    found = sections(text)
+    fields = dict(found[::-1])  # the first occurrence of each label wins
+    turns = _turns([(label, value) for label, value in found
+                    if label in _ROLES])
+    if not set(_SECTIONS) <= fields.keys() or len(turns) < 2 or turns[-1][0] != "assistant" \
+            or turns[-2][0] != "user":
+        return None
+    return CritiqueExample(
+        prompt=turns[-2][1], response=turns[-1][1],
+        critique_request=fields["CritiqueRequest"], critique=fields["Critique"],
+        revision_request=fields["RevisionRequest"], revision=fields["Revision"],
+        history=tuple(turns[:-2]),
+    )
 
 
 def load_dir(directory: Path) -> Constitution:
-    """Read every JSON/JSONL file in the directory and recognise each by its shape."""
-    source = str(directory)
-    constitution = Constitution(name=directory.name, source=source)
+    """Read every JSON file in the directory and recognise each by its shape."""
+    constitution = Constitution(name=directory.name, source=str(directory))
+    pending_examples: list[dict[str, Any]] = []
+    pending_worked: list[str] = []
     for file in sorted(directory.iterdir()):
-        if file.suffix not in (".json", ".jsonl"):
+        if file.suffix != ".json":
             continue
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # evaluation JSONL files and others that are not one JSON document
-        _absorb_anthropic(constitution, data, str(file))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConstitutionError(str(file), f"cannot parse: {exc}") from None
+        if not _absorb(constitution, data, str(file), pending_examples, pending_worked):
+            log.warning("constitution %s: %s is not a file caitool recognises (principles, "
+                        "comparison principles or few-shot examples); ignored", directory, file.name)
+    _give_principles(constitution, pending_examples, pending_worked)
     validate(constitution)
     return constitution
 
 
-def _absorb_anthropic(constitution: Constitution, data: Any, source: str) -> None:
+def _absorb(constitution: Constitution, data: Any, source: str,
+            pending_examples: list[dict[str, Any]], pending_worked: list[str]) -> bool:
+    """Take what one file holds into the constitution; False when its shape is unknown."""
     if isinstance(data, dict) and data and all(
         isinstance(v, dict) and "edit_request" in v for v in data.values()
     ):
@@ -70,30 +122,54 @@ def _absorb_anthropic(constitution: Constitution, data: Any, source: str) -> Non
                 revision=_strip_label(entry["edit_request"].strip().removesuffix("Revision:"),
                                       "RevisionRequest"),
             ))
-        return
+        return True
     if not isinstance(data, list) or not data:
-        return
-    if all(isinstance(x, dict) and {"prompt", "corrects", "incorrects"} <= x.keys() for x in data):
-        for x in data:
-            fields = _parse_transcript(x["prompt"])
-            if "Human" not in fields or not x["corrects"] or not x["incorrects"]:
-                continue  # an evaluation question rather than a few-shot example
-            constitution.comparison_examples.append(ComparisonExample(
-                prompt=fields["Human"], better=x["corrects"][0].strip(),
-                worse=x["incorrects"][0].strip(),
-                question="Which of these assistant responses is better?",
-            ))
-        return
+        return False
+    if all(isinstance(x, dict) and isinstance(x.get("prompt"), str) for x in data):
+        if all("{}" in x["prompt"] for x in data):
+            pending_worked.extend(x["prompt"] for x in data)
+            return True
+        if all({"corrects", "incorrects"} <= x.keys() for x in data):
+            pending_examples.extend(x for x in data if x["corrects"] and x["incorrects"])
+            return True
+        return False
     if all(isinstance(x, str) for x in data):
         if all(x.strip().endswith("Options:") for x in data):
             for i, text in enumerate(data):
                 question = text.strip().removesuffix("Options:").strip()
                 direction = "worse" if _WORSE.search(question) else "better"
                 constitution.comparisons.append(ComparisonPrinciple(f"compare{i}", question, direction))
-            return
-        for text in data:
-            fields = _parse_transcript(text)
-            if set(_TRANSCRIPT_FIELDS) <= fields.keys():
-                constitution.critique_examples.append(CritiqueExample(*[
-                    fields[f] for f in _TRANSCRIPT_FIELDS
-                ]))
+            return True
+        examples = [_critique_example(text) for text in data]
+        if all(examples):
+            constitution.critique_examples.extend(examples)  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def _give_principles(constitution: Constitution, examples: list[dict[str, Any]],
+                     worked: list[str]) -> None:
+    """Few-shot comparisons carry no principle of their own: each gets one sampled from the
+    comparison principles (once every file is read), with a fixed seed."""
+    if not examples and not worked:
+        return
+    if not constitution.comparisons:
+        log.warning("constitution %s: few-shot comparison examples but no comparison "
+                    "principles; the examples are ignored", constitution.source)
+        return
+    rng = random.Random(EXAMPLE_SEED)
+    for entry in examples:
+        turns = _turns(sections(entry["prompt"]))
+        if not turns or turns[-1][0] != "user":
+            continue  # an evaluation question rather than a few-shot example
+        principle = rng.choice(constitution.comparisons)
+        constitution.comparison_examples.append(ComparisonExample(
+            prompt=turns[-1][1], better=str(entry["corrects"][0]).strip(),
+            worse=str(entry["incorrects"][0]).strip(), question=principle.question,
+            direction=principle.direction, history=tuple(turns[:-1]),
+        ))
+    for text in worked:
+        principle = rng.choice(constitution.comparisons)
+        # The principle as the paper's instruction file writes it, in the placeholder.
+        filled = text.replace("{}", f"\n{principle.question} Options:", 1)
+        constitution.worked_comparisons.append(WorkedComparison(filled))

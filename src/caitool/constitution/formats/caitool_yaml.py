@@ -12,6 +12,7 @@ from caitool.constitution.model import (
     ConstitutionError,
     CritiqueExample,
     Principle,
+    WorkedComparison,
     list_field,
     text_field,
 )
@@ -60,12 +61,15 @@ def load(data: dict[str, Any], source: str, default_name: str) -> Constitution:
             revision_request=text_field(entry, "revision_request", where, source, required=False)
             or principle.revision,
             revision=text_field(entry, "revision", where, source),
+            history=_history(entry, where, source),
         ))
     comparisons_by_id = {p.id: p for p in comparisons}
     for i, entry in enumerate(list_field(few_shot, "comparison", source)):
         where = f"few_shot.comparison[{i}]"
         question = text_field(entry, "question", where, source, required=False)
-        direction = "better"
+        direction = entry.get("direction") or "better"
+        if direction not in DIRECTIONS:
+            raise ConstitutionError(source, f"{where}.direction must be 'better' or 'worse'")
         if not question:
             ref = text_field(entry, "principle", where, source)
             if ref not in comparisons_by_id:
@@ -78,8 +82,40 @@ def load(data: dict[str, Any], source: str, default_name: str) -> Constitution:
             worse=text_field(entry, "worse", where, source),
             question=question,
             direction=direction,
+            reasoning=text_field(entry, "reasoning", where, source, required=False),
+            history=_history(entry, where, source),
         ))
+    constitution.worked_comparisons = [
+        WorkedComparison(text) for text in _strings(few_shot, "cot", source)
+    ]
+    judge = data.get("judge") or {}
+    if not isinstance(judge, dict):
+        raise ConstitutionError(source, "'judge' must be a mapping (frame, answer_cue)")
+    constitution.judge_frame = text_field(judge, "frame", "judge", source, required=False) \
+        or constitution.judge_frame
+    constitution.answer_cue = text_field(judge, "answer_cue", "judge", source, required=False) \
+        or constitution.answer_cue
     return constitution
+
+
+def _history(entry: dict[str, Any], where: str, source: str) -> tuple[tuple[str, str], ...]:
+    """Earlier turns of an example's conversation: a list of {role, content} messages."""
+    turns = []
+    for i, message in enumerate(list_field(entry, "history", source)):
+        role = text_field(message, "role", f"{where}.history[{i}]", source)
+        if role not in ("user", "assistant", "system"):
+            raise ConstitutionError(source, f"{where}.history[{i}].role must be user, assistant "
+                                            f"or system, not '{role}'")
+        turns.append((role, text_field(message, "content", f"{where}.history[{i}]", source)))
+    return tuple(turns)
+
+
+def _strings(data: dict[str, Any], key: str, source: str) -> list[str]:
+    values = list_field(data, key, source)
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            raise ConstitutionError(source, f"few_shot.{key}[{i}] must be a non-empty string")
+    return values
 
 
 def _principle_ref(entry: Any, by_id: dict[str, Principle], where: str, source: str) -> Principle:

@@ -27,10 +27,15 @@ def load(data: dict[str, Any], source: str, default_name: str) -> Constitution:
     ]
     examples = []
     for i, chat in enumerate(data.get("system_chat") or []):
-        turns = [m.get("content", "") for m in chat if isinstance(m, dict)] if isinstance(chat, list) else []
-        if len(turns) < 6:
+        messages = [m for m in chat if isinstance(m, dict)] if isinstance(chat, list) else []
+        if len(messages) < 6:
             raise ConstitutionError(source, f"system_chat[{i}] needs 6 turns (ask, answer, "
                                     "critique request, critique, revision request, revision)")
-        examples.append(CritiqueExample(*[t.strip() for t in turns[:6]]))
+        # The last six turns are the worked example; any before them are the conversation
+        # that led up to the question.
+        history = tuple((str(m.get("role", "user")), str(m.get("content", "")).strip())
+                        for m in messages[:-6])
+        turns = [str(m.get("content", "")).strip() for m in messages[-6:]]
+        examples.append(CritiqueExample(*turns, history=history))
     return Constitution(name=default_name, principles=principles, critique_examples=examples,
                         source=source)
