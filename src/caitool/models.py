@@ -139,6 +139,30 @@ def local_model(name: str) -> str:
     return name if source is None else str(converted(source))
 
 
+def load_tokenizer(name: str):
+    """The tokenizer of ``name`` alone, never its weights (for ``--dry-run``): a GGUF file's
+    converted directory when the cache holds it, else the tokenizer read from the GGUF file
+    itself, which converts nothing and leaves the cache as it is."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()
+    source = gguf_source(name)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        if source is None:
+            return AutoTokenizer.from_pretrained(name)
+        final = cache_dir() / "gguf" / file_key(source)
+        if is_complete(final):
+            return AutoTokenizer.from_pretrained(final)
+        return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    except (OSError, ValueError, KeyError, NotImplementedError) as exc:
+        raise CaitoolError(f"cannot load the tokenizer of '{name}': {_first_line(exc)}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
 def is_complete(directory: Path) -> bool:
     return (directory / MARKER).is_file()
 

@@ -79,6 +79,10 @@ class ModelFlags:
                                    help="openai backend: requests in flight at once (default 8).")
     tensor_parallel_size: int | None = flag(None, "--tensor-parallel-size",
                                             help="vllm backend: GPUs per model replica (default 1).")
+    dry_run: bool = flag(False, "--dry-run",
+                         help="Run no model: write one JSON line per request the model would get "
+                              "(its exact text, and the stop strings and sampling or the scored "
+                              "options) instead of the output; loads the tokenizer at most.")
 
     def require_model(self) -> str:
         """The model named, else the built-in one for a backend that loads models itself; a
@@ -104,7 +108,23 @@ class ModelFlags:
         from caitool.render import check_format
 
         check_format(self.format)
+        if self.dry_run:
+            from caitool.backends import dry_run
+
+            return dry_run.create(self.backend, self.require_model(), **self.backend_options())
         return registry.create(self.backend, self.require_model(), **self.backend_options())
+
+    def step(self, backend, process, steps: tuple[str, ...], stream: StreamFlags, units=None):
+        """The command's batch step; with --dry-run, the step that writes the requests it would
+        make instead (``steps`` names its generation calls, see dry_run.DryRunBackend.lines)."""
+        if not self.dry_run:
+            return process
+        if stream.resume:
+            raise CaitoolError("--resume does not combine with --dry-run (it would append the "
+                               "requests to the output); drop --resume")
+        from caitool.backends import dry_run
+
+        return dry_run.wrap(backend, process, steps, units)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from caitool.errors import CaitoolError
 from caitool.io import stream
 from caitool.io.jsonl import done_ids
 from caitool.schema import check_samples
-from caitool.stages.feedback import PAIRINGS, LabelOptions, compare
+from caitool.stages.feedback import PAIRINGS, LabelOptions, compare, pair_id, pair_indices
 from caitool.stages.judging import JudgeSettings, parse_clamp
 
 NAME = "compare"
@@ -88,6 +88,18 @@ def command(
             written = done_ids(stream_flags.output) if resumed else set()
         return compare(backend, rules, batch, settings, options, skip_ids=written)
 
+    def pairs_alone(batch):
+        """--dry-run: each pair judged on its own (the record's other pairs skipped), so
+        that each request is tagged with the id of the pair it serves."""
+        units = []
+        for record in batch:
+            ids = [pair_id(str(record["id"]), i, j)
+                   for i, j in pair_indices(len(record["responses"]), pairs)]
+            units += [(own, lambda r=record, skip=set(ids) - {own}: compare(
+                backend, rules, [r], settings, options, skip_ids=skip)) for own in ids]
+        return units
+
     with model.create_backend() as backend:
-        stream.run(NAME, input, judge_batch, validate=check_samples, describe="comparing",
+        step = model.step(backend, judge_batch, ("reasoning",), stream_flags, units=pairs_alone)
+        stream.run(NAME, input, step, validate=check_samples, describe="comparing",
                    **stream_flags.stream_options())

@@ -31,6 +31,7 @@ def command(
     params = sampling.params()
     with model.create_backend() as backend:
         sampler = supervised.Sampler(backend, params, model.format)
-        stream.run(NAME, input, lambda batch: supervised.critique(sampler, rules, batch),
-                   validate=check_for_critique, describe="critiquing",
+        step = model.step(backend, lambda batch: supervised.critique(sampler, rules, batch),
+                          ("response", "critique"), stream_flags)
+        stream.run(NAME, input, step, validate=check_for_critique, describe="critiquing",
                    **stream_flags.stream_options())

@@ -90,6 +90,8 @@ def command(
     dimensions = [only] if only else list(DIMENSIONS)
     if plot and only:
         raise CaitoolError("--plot needs both dimensions (drop --only)")
+    if model.dry_run and (plot or judgments):
+        raise CaitoolError("--plot and --judgments need the judge's answers, which --dry-run does not get")
     count = 2 if revisions else len(files)
     if names is None:
         labels = ["initial", "revised"] if revisions else systems.default_names(files)
@@ -119,6 +121,9 @@ def command(
     pairs = systems.pairs(loaded)
 
     settings = JudgeSettings(both_orders=True, principles=principles, seed=seed, fmt=model.format)
+    if model.dry_run:
+        _write_requests(model, rules, pairs, settings, batch_size, output)
+        return
     outcomes: dict[str, list[statistics.Outcome]] = {}
     total = sum(len(ids) for _, _, ids in pairs)
     with model.create_backend() as backend:
@@ -156,3 +161,20 @@ def command(
             raise CaitoolError(f"{output}: {exc.strerror or exc}") from None
     else:
         typer.echo(text, nl=False)
+
+
+def _write_requests(model: ModelFlags, rules, pairs, settings, batch_size: int, output: str | None) -> None:
+    """--dry-run: the judge's requests, one line each, tagged with the prompt's id, the
+    dimension and the two systems, instead of the summary."""
+    from functools import partial
+
+    from caitool.io.jsonl import RecordWriter
+    from caitool.stages.evaluate.systems import judge_pair
+
+    with model.create_backend() as backend, RecordWriter(output) as writer:
+        for dimension, constitution in rules.items():
+            for a, b, ids in pairs:
+                judge = partial(judge_pair, backend, constitution, a, b, settings=settings,
+                                batch_size=batch_size)
+                writer.write(backend.lines(partial(judge, ids), [(i, partial(judge, [i])) for i in ids],
+                                           dimension=dimension, systems=[a.name, b.name]))

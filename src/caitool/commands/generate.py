@@ -30,5 +30,7 @@ def command(
     params = sampling.params()
     with model.create_backend() as backend:
         sampler = supervised.Sampler(backend, params, model.format)
-        stream.run(NAME, input, lambda batch: supervised.generate(sampler, batch, n=n),
-                   validate=check_prompt, describe="generating", **stream_flags.stream_options())
+        step = model.step(backend, lambda batch: supervised.generate(sampler, batch, n=n),
+                          ("response",), stream_flags)
+        stream.run(NAME, input, step, validate=check_prompt, describe="generating",
+                   **stream_flags.stream_options())

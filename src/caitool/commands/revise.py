@@ -36,5 +36,7 @@ def command(
     params = sampling.params()
     with model.create_backend() as backend:
         sampler = supervised.Sampler(backend, params, model.format)
-        stream.run(NAME, input, lambda batch: supervised.revise(sampler, rules, batch),
-                   validate=validate, describe="revising", **stream_flags.stream_options())
+        step = model.step(backend, lambda batch: supervised.revise(sampler, rules, batch),
+                          ("revision",), stream_flags)
+        stream.run(NAME, input, step, validate=validate, describe="revising",
+                   **stream_flags.stream_options())
