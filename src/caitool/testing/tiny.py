@@ -119,3 +119,81 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
         model.generation_config.bos_token_id = None
     model.save_pretrained(out)
     return out
+
+
+def _letter_tokens(tokenizer, letter: str) -> list[int]:
+    """The token(s) that carry ``letter`` in the option " (LETTER)"."""
+    ids = tokenizer(f" ({letter})", add_special_tokens=False)["input_ids"]
+    return [i for i in ids if letter in tokenizer.decode([i])]
+
+
+def always_answer(directory: str | Path, letter: str = "A", margin: float = 50.0) -> Path:
+    """Turn a tiny causal model (from :func:`build`) into a judge that always answers
+    ``letter``, in place: after any context the letter's token gets a logit ``margin`` above
+    every other token's.
+
+    The attention and MLP outputs are zeroed and every token gets the same embedding, so the
+    hidden state is one constant vector at every position whatever the input; the output
+    layer then maps it to ``margin`` for the letter and 0 for everything else. Options such as
+    " (A)" and " (B)" therefore differ by exactly ``margin`` in log-probability, however the
+    tokenizer splits them and whether the prompt and option are tokenized apart or together.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    out = Path(directory)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32)
+    favoured = _letter_tokens(tokenizer, letter)
+    hidden = model.config.hidden_size
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0
+        model.model.norm.weight.fill_(1.0)
+        # The final norm scales the one-hot vector to sqrt(hidden) in its first dimension.
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[favoured, 0] = margin / hidden ** 0.5
+    model.save_pretrained(out)
+    return out
+
+
+def reward_for_word(directory: str | Path, word: str, scale: float = 10.0) -> Path:
+    """Turn a tiny reward model (``build(seq_cls=True)``) into one whose score rises with the
+    share of a text's tokens that are ``word``'s, in place; a known preference for tests.
+
+    Every token embeds as e0, the word's tokens as e0 + e1. The first layer's attention sees
+    every position alike (zero queries and keys), so one head's output is the running mean
+    of the e1 component, written into dimension 2; nothing else adds to the residual. The
+    score head reads dimension 2 after the final norm, which grows with that mean.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaForSequenceClassification
+
+    out = Path(directory)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = LlamaForSequenceClassification.from_pretrained(out, dtype=torch.float32)
+    marked = {i for text in (word, " " + word)
+              for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    with torch.no_grad():
+        for index, layer in enumerate(model.model.layers):
+            attention = layer.self_attn
+            for projection in (attention.q_proj, attention.k_proj, attention.v_proj,
+                               attention.o_proj, layer.mlp.down_proj):
+                projection.weight.zero_()
+            layer.input_layernorm.weight.fill_(1.0)
+            if index == 0:
+                attention.v_proj.weight[0, 1] = 1.0   # key/value head 0, dimension 0 reads e1
+                attention.o_proj.weight[2, 0] = 1.0   # query head 0 (which uses it) writes e2
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0
+        embeddings[sorted(marked), 1] = 1.0
+        model.model.norm.weight.fill_(1.0)
+        model.score.weight.zero_()
+        model.score.weight[0, 2] = scale
+    model.save_pretrained(out)
+    return out
