@@ -11,6 +11,7 @@ from caitool.backends.hf.batching import pad_left
 from caitool.backends.hf.prefix_cache import MIN_PREFIX_TOKENS
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
+from score_checks import check_cached_scores_equal_plain_ones
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
 ASKS = [
@@ -288,3 +289,8 @@ def test_repetition_penalty_and_top_k_reach_generation(tiny_model):
     # top-k 1 samples the likeliest token: sampling becomes greedy.
     one = SamplingParams(max_new_tokens=24, temperature=1.0, top_k=1, seed=3)
     assert backend.generate(asked, one) == plain
+
+
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+def test_scores_from_the_cached_prefix_equal_a_plain_forward_pass(tiny_model, fmt):
+    check_cached_scores_equal_plain_ones(str(tiny_model), fmt)

@@ -155,3 +155,10 @@ def test_train_sft_with_lora_from_the_default_model_saves_a_loadable_model(conve
     assert not (out / "adapter_config.json").exists()  # merged: a whole model
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.model_type == "llama"
+
+
+@pytest.mark.parametrize("fmt", ["raw", "chat"])
+def test_judge_scores_from_the_cached_prefix_equal_a_plain_forward_pass(converted, fmt):
+    from score_checks import check_cached_scores_equal_plain_ones
+
+    check_cached_scores_equal_plain_ones(converted.directory, fmt, count=3)

@@ -14,7 +14,7 @@ from typing import Any
 
 from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
-from caitool.backends.hf.batching import forward_kwargs, pad_left, run_in_batches
+from caitool.backends.hf.batching import forward_kwargs, run_in_batches
 from caitool.backends.hf.prefix_cache import PrefixCache, common_prefix
 from caitool.errors import CaitoolError
 from caitool.render import Prompt, adds_special_tokens, has_chat_template, prompt_text, split_options
@@ -242,18 +242,25 @@ class HFBackend(Backend):
         return [OptionScores(s) for s in scores]
 
     def _score_batch(self, jobs: list[_ScoreJob]) -> list[list[float]]:
+        """One batch of scoring: the contexts through the model once, starting from the
+        cached few-shot prefix when they share one (as generation does), then the options'
+        remaining tokens in one short pass from the contexts' cache."""
         import torch
 
         model = self.hf_model
-        ids, mask = pad_left([job.context for job in jobs], self.tokenizer.pad_token_id, self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         longest = max(len(tail) for job in jobs for tail in job.tails)
         # The shared tokens end the context: their log-probabilities are read from the
         # positions just before its end, so keep that many more positions' logits.
         keep = max(len(job.shared) for job in jobs) + 1
-        with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        use_cache=longest > 1, **forward_kwargs(model, keep))
+        batch = self.prefix_cache.inputs([job.context for job in jobs], longest - 1, own=keep)
+        mask, cached = batch.mask, batch.cached
+        positions = batch.positions if batch.positions is not None \
+            else (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode(), batch.attending():
+            out = model(input_ids=batch.ids[:, cached:], attention_mask=mask,
+                        position_ids=positions[:, cached:],
+                        use_cache=longest > 1 or batch.cache is not None,
+                        **forward_kwargs(model, keep, batch.cache))
             first = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
             results = []
             for row, job in enumerate(jobs):
@@ -267,7 +274,8 @@ class HFBackend(Backend):
             # from the prompt's cache repeated once per option.
             per_prompt = max(len(job.tails) for job in jobs)
             width = longest - 1
-            cache = out.past_key_values
+            cache = batch.cache if batch.cache is not None else (
+                getattr(out, "cache", None) or getattr(out, "past_key_values", None))
             if cache is None:
                 raise CaitoolError(f"model '{self.model}' returns no KV cache, so options "
                                    "longer than one token cannot be scored")
@@ -281,12 +289,13 @@ class HFBackend(Backend):
                     if feed:
                         tail_ids[row * per_prompt + k, :len(feed)] = torch.tensor(feed)
                         tail_mask[row * per_prompt + k, :len(feed)] = 1
-            tail_ids, tail_mask = tail_ids.to(ids.device), tail_mask.to(ids.device)
-            starts = mask.sum(-1).repeat_interleave(per_prompt)
-            tail_positions = starts[:, None] + torch.arange(width, device=ids.device)[None, :]
+            tail_ids, tail_mask = tail_ids.to(mask.device), tail_mask.to(mask.device)
+            # Positions continue from each row's last one (after the prefix, when cached).
+            starts = (positions[:, -1] + 1).repeat_interleave(per_prompt)
+            tail_positions = starts[:, None] + torch.arange(width, device=mask.device)[None, :]
             full_mask = torch.cat([mask.repeat_interleave(per_prompt, dim=0), tail_mask], dim=-1)
             logits = model(input_ids=tail_ids, attention_mask=full_mask,
-                           position_ids=tail_positions, use_cache=False,
+                           position_ids=tail_positions, use_cache=True,
                            **forward_kwargs(model, width, cache)).logits
             rest = torch.log_softmax(logits[:, -width:].float(), dim=-1)
             for row, job in enumerate(jobs):

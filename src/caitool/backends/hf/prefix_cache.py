@@ -186,17 +186,17 @@ class PrefixCache:
 
     # -- the model's cache of the prefix ---------------------------------------------------
 
-    def lookup(self, sequences: list[list[int]]) -> CachedPrefix | None:
-        """The cached prefix every sequence starts with (each keeping at least one token of
-        its own), computing it when the batch shares a long prefix that is not cached yet."""
+    def lookup(self, sequences: list[list[int]], own: int = 1) -> CachedPrefix | None:
+        """The cached prefix every sequence starts with (each keeping at least ``own`` tokens
+        of its own), computing it when the batch shares a long prefix that is not cached yet."""
         if not (self.enabled and self._cache_repeats):
             return None
-        shortest = min(len(s) for s in sequences)
+        limit = min(len(s) for s in sequences) - own
         known = self.prefix
-        if known is not None and len(known.ids) < shortest and all(
+        if known is not None and len(known.ids) <= limit and all(
                 s[:len(known.ids)] == known.ids for s in sequences):
             return known
-        shared = common_prefix(sequences)[:shortest - 1]
+        shared = common_prefix(sequences)[:max(limit, 0)]
         if known is not None:
             # As with text heads: what this batch shares with the last prefix is the few-shot
             # block, which the next batch will share too.
@@ -218,12 +218,13 @@ class PrefixCache:
         self.prefix = CachedPrefix(shared, cache)
         return self.prefix
 
-    def inputs(self, sequences: list[list[int]], new_tokens: int) -> BatchInputs:
-        """Inputs for generating up to ``new_tokens`` after each of ``sequences``, starting
-        from the cached prefix when they share one."""
+    def inputs(self, sequences: list[list[int]], new_tokens: int, own: int = 1) -> BatchInputs:
+        """Inputs for running up to ``new_tokens`` more after each of ``sequences``, starting
+        from the cached prefix when they share one (each row keeping ``own`` tokens of its
+        own, whose logits are then computed)."""
         import torch
 
-        prefix = self.lookup(sequences)
+        prefix = self.lookup(sequences, own)
         pad = self.tokenizer.pad_token_id
         if prefix is None:
             return BatchInputs(*pad_left(sequences, pad, self.device))
