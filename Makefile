@@ -50,8 +50,10 @@ lint:
 # One RUN directory holds one configuration: use another RUN for another MODEL or setting.
 #
 #   red-team prompts -> round0 (answers) -> round1..ROUNDS (critique | revise)
-#   + helpfulness answers -> sft.jsonl -> train-sft -> pairs from the SFT model -> compare
-#   -> train-rm -> train-ppo -> answers of base, SFT and PPO models to held-out prompts -> eval
+#   + helpfulness answers -> train-sft -> pairs from the SFT model for both kinds of prompt
+#   -> compare (harmlessness for red-team pairs, helpfulness for the others) -> train-rm on
+#   both label sets -> train-ppo on both prompt files -> answers of base, SFT and PPO models
+#   to held-out prompts -> eval
 # ---------------------------------------------------------------------------------------------
 # The built-in SmolLM2-135M-Instruct, so that it runs offline out of the box (slowly, on a
 # CPU). On a GPU pick a larger instruct model, e.g. MODEL=Qwen/Qwen2.5-1.5B-Instruct. Any
@@ -62,10 +64,19 @@ RUN ?= runs/default
 CONSTITUTION ?= harmless
 ROUNDS ?= 4
 N_PROMPTS ?= 80
-N_HELPFUL ?= $(N_PROMPTS)
+# Helpfulness prompts as a percentage of all training prompts (red-team + helpfulness). The
+# paper's SL data has 182,831 red-team and 135,296 helpfulness prompts: 42%, about 3 to 2.
+# The same prompts give the SFT data's helpfulness answers, the reward model's helpfulness
+# comparisons and PPO's helpfulness prompts, so the share holds at every stage. Without them
+# the reward model sees harmlessness only, and PPO drifts to evasive, preachy answers.
+# N_HELPFUL = N_PROMPTS x HELPFUL_SHARE / (100 - HELPFUL_SHARE), unless given itself.
+HELPFUL_SHARE ?= 42
+N_HELPFUL ?= $(shell expr $(N_PROMPTS) \* $(HELPFUL_SHARE) / \( 100 - $(HELPFUL_SHARE) \))
 N_EVAL ?= 20
 RED_TEAM ?= examples/red_team.jsonl
 HELPFUL ?= examples/helpful.jsonl
+# The comparison principles the helpfulness pairs are judged under.
+HELPFUL_CONSTITUTION ?= helpful
 SEED ?= 0
 MAX_NEW_TOKENS ?= 256
 BATCH_SIZE ?= 16
@@ -80,8 +91,9 @@ EVAL_FLAGS ?= --seed $(SEED)
 
 # A built-in constitution's file, or the path given, so that editing it reruns the rounds.
 CONSTITUTION_FILE := $(if $(wildcard $(CONSTITUTION)),$(CONSTITUTION),constitutions/$(CONSTITUTION).yaml)
+HELPFUL_CONSTITUTION_FILE := $(if $(wildcard $(HELPFUL_CONSTITUTION)),$(HELPFUL_CONSTITUTION),constitutions/$(HELPFUL_CONSTITUTION).yaml)
 
-all: $(RUN)/eval.json
+all: $(RUN)/eval.json $(RUN)/judge-accuracy.json
 	@echo "pipeline done: $(RUN)/eval.json (read any stage with: $(CAITOOL) show FILE)" >&2
 
 $(RUN)/.dir:
@@ -117,21 +129,32 @@ $(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
 	$(CAITOOL) train-sft $^ -m $(MODEL) -o $(RUN)/sft --all-rounds $(TRAIN_FLAGS) $(SFT_FLAGS) \
 	  --metrics $(RUN)/sft-metrics.jsonl
 
-# Stage 2: two answers per prompt from the SFT model, judged under sampled principles.
+# Stage 2: two answers per prompt from the SFT model, to the red-team and the helpfulness
+# prompts, judged under sampled principles: harmlessness (CONSTITUTION) for the red-team
+# pairs, helpfulness (HELPFUL_CONSTITUTION) for the others. The paper's preference model
+# learns from both kinds of comparison.
 $(RUN)/pairs.jsonl: $(RUN)/prompts.jsonl $(RUN)/sft/config.json
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
+$(RUN)/helpful-pairs.jsonl: $(RUN)/helpful-prompts.jsonl $(RUN)/sft/config.json
 	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
 
 $(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE)
 	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) \
 	  $< -o $@.part && mv $@.part $@
+$(RUN)/helpful-prefs.jsonl: $(RUN)/helpful-pairs.jsonl $(HELPFUL_CONSTITUTION_FILE)
+	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) \
+	  --batch-size $(BATCH_SIZE) $< -o $@.part && mv $@.part $@
 
-# The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs it).
-$(RUN)/rm/config.json: $(RUN)/prefs.jsonl
-	$(CAITOOL) train-rm $< -m $(RUN)/sft -o $(RUN)/rm $(TRAIN_FLAGS) $(RM_FLAGS) \
+# The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs
+# it). It reports its held-out accuracy on each label set and overall.
+$(RUN)/rm/config.json: $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl
+	$(CAITOOL) train-rm $^ -m $(RUN)/sft -o $(RUN)/rm $(TRAIN_FLAGS) $(RM_FLAGS) \
 	  --metrics $(RUN)/rm-metrics.jsonl
 
-$(RUN)/ppo/config.json: $(RUN)/prompts.jsonl $(RUN)/rm/config.json
-	$(CAITOOL) train-ppo $< -m $(RUN)/sft --reward-model $(RUN)/rm -o $(RUN)/ppo $(TRAIN_FLAGS) \
+# PPO on both prompt files, with responses as long as the SFT data's (MAX_NEW_TOKENS).
+$(RUN)/ppo/config.json: $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl $(RUN)/rm/config.json
+	$(CAITOOL) train-ppo $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl -m $(RUN)/sft \
+	  --reward-model $(RUN)/rm -o $(RUN)/ppo --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
 	  $(PPO_FLAGS) --metrics $(RUN)/ppo-metrics.jsonl
 
 # Evaluation: each model answers the held-out prompts; the judge compares them pairwise.
@@ -146,6 +169,13 @@ $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answ
 	$(CAITOOL) eval -m $(JUDGE) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
 	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
 	@cat $@
+
+# The judge's accuracy on multiple-choice questions with known answers, as the paper chose
+# its feedback models: read it before trusting the labels in prefs.jsonl and eval.json.
+JUDGE_EVAL ?= examples/judge-eval.jsonl
+$(RUN)/judge-accuracy.json: $(JUDGE_EVAL) | $(RUN)/.dir
+	$(CAITOOL) eval-mc $< -m $(JUDGE) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) --seed $(SEED) \
+	  -o $@.part && mv $@.part $@
 
 # The supervised stage on the built-in real model, offline, in a few minutes on a CPU:
 # red-team prompts answered, critiqued and revised twice; the revisions judged against the
@@ -180,8 +210,9 @@ SMOKE_RUN ?= runs/smoke
 smoke:
 	@test -f $(SMOKE_RUN)/tiny/config.json || $(CAITOOL) tiny-model $(SMOKE_RUN)/tiny
 	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory all RUN=$(SMOKE_RUN) MODEL=$(SMOKE_RUN)/tiny \
-	  BACKEND=hf BASE_URL= N_PROMPTS=6 N_HELPFUL=4 N_EVAL=3 ROUNDS=2 MAX_NEW_TOKENS=12 \
-	  SFT_FLAGS="--max-steps 4" RM_FLAGS="--max-steps 4" PPO_FLAGS="--max-steps 2" \
+	  BACKEND=hf BASE_URL= N_PROMPTS=6 N_EVAL=3 ROUNDS=2 MAX_NEW_TOKENS=12 \
+	  SFT_FLAGS="--max-steps 4" RM_FLAGS="--max-steps 4 --eval-split 0.25" \
+	  PPO_FLAGS="--max-steps 2" \
 	  EVAL_FLAGS="--seed 0 --bootstrap 200"
 
 clean-smoke:

@@ -33,6 +33,16 @@ def test_empty_input_fails_before_any_model_is_loaded(tmp_path, command):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_file_among_several_is_named_and_the_others_read(tmp_path):
+    good, empty = tmp_path / "good.jsonl", tmp_path / "empty.jsonl"
+    good.write_text(jsonl([{"prompt": "a", "chosen": "b", "rejected": "c"}]))
+    empty.write_text("")
+    # The data is read (one file warned about), so the missing model is what stops it.
+    err = run_fails("train-rm", good, empty, "-m", tmp_path / "no-such-model", "-o", tmp_path / "out")
+    assert f"caitool train-rm: warning: {empty}: no records in it" in err
+    assert "no training examples" not in err and "no-such-model" in err
+
+
 def test_malformed_line_names_file_and_line(tmp_path):
     bad = tmp_path / "f.jsonl"
     bad.write_text(jsonl([{"prompt": "a", "response": "b"}] * 2) + "{not json\n")

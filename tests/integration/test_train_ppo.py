@@ -1,4 +1,5 @@
-"""train-ppo raises the reward model's score, with the KL to the start reported."""
+"""train-ppo raises the reward model's score, with the KL to the start reported; it mixes
+several prompt files, and says when responses do not end."""
 
 from __future__ import annotations
 
@@ -22,12 +23,19 @@ def mean(values):
 
 def test_ppo_raises_the_reward(chain, tmp_path):
     # The SFT policy says "kind" or "toxic" about equally; the reward model prefers "kind".
-    prompts = write(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS * 2])
+    # Two prompt files (as red-team and helpfulness prompts), mixed in every rollout batch.
+    red_team = write(tmp_path / "red-team.jsonl", [{"prompt": p} for p in PROMPTS * 2][:10])
+    helpful = write(tmp_path / "helpful.jsonl", [{"prompt": p} for p in PROMPTS * 2][10:])
     out = tmp_path / "ppo"
-    result = caitool("train-ppo", prompts, "-m", chain["sft"], "-r", chain["rm"], "-o", out,
-                     "--max-steps", "10", "--batch-size", "16", "--max-new-tokens", "10",
-                     "--learning-rate", "1e-3", "--seed", "1")
+    result = caitool("train-ppo", red_team, helpful, "-m", chain["sft"], "-r", chain["rm"],
+                     "-o", out, "--max-steps", "10", "--batch-size", "16",
+                     "--max-new-tokens", "10", "--learning-rate", "1e-3", "--seed", "1")
     lines = metrics(result.stdout)
+    counts = {str(red_team): {"prompts": 10}, str(helpful): {"prompts": 6}}
+    assert lines[0]["by_file"] == counts
+    err = result.stderr.decode()
+    assert f"16 prompts (chat format), rollout batch 16; by file: {red_team}: 10 prompts; " \
+           f"{helpful}: 6 prompts" in err
     scores, kls = series(lines, "objective/scores"), series(lines, "objective/kl")
     assert len(scores) == 10 and len(kls) == 10
     assert mean(scores[-3:]) > mean(scores[:3]) + 0.5, scores
@@ -35,6 +43,10 @@ def test_ppo_raises_the_reward(chain, tmp_path):
     assert "mean reward" in result.stderr.decode() and "KL to the start" in result.stderr.decode()
     summary = json.loads((out / "caitool_training.json").read_text())
     assert summary["value_model"] == str(chain["rm"]) and summary["missing_eos_penalty"] == 1.0
+    assert summary["by_file"] == counts and summary["response_length"] == 10
+    # The policy's answers end within 10 tokens: no warning, and the figure says so.
+    assert summary["ended_fraction"] > 0.5 and "ended within" not in err
+    assert len(series(lines, "ended_fraction")) == 10
 
     # The policy is an ordinary causal LM directory that generates, now mostly "kind".
     texts = [t for p in PROMPTS[:4] for t in generate(out, p, n=4, temperature=0.7)]
@@ -63,8 +75,16 @@ def test_unended_responses_are_penalised_checkpoint_and_resume(chain, tmp_path):
     # Two tokens are too few for the policy's answers to reach their end-of-sequence token.
     common = [prompts, "-m", chain["sft"], "-r", chain["rm"], "-o", out, "--batch-size", "4",
               "--max-new-tokens", "2", "--missing-eos-penalty", "10", "--save-steps", "1"]
-    first = metrics(caitool("train-ppo", *common, "--max-steps", "2").stdout)
+    run = caitool("train-ppo", *common, "--max-steps", "2")
+    first = metrics(run.stdout)
     assert series(first, "val/num_eos_tokens") == [0, 0]
+    assert series(first, "ended_fraction") == [0.0, 0.0]
+    # Said once, with the figures, not once per step.
+    err = run.stderr.decode()
+    assert err.count("ended within --max-new-tokens 2") == 1, err
+    assert "step 1: only 0 of 4 responses (0%) ended within --max-new-tokens 2: each unended " \
+           "one loses --missing-eos-penalty 10" in err
+    assert "over the run, 0 of 8 responses (0%) ended" in err
     # The reward model's scores are a few units either way: the penalty dominates.
     assert all(score < -5 for score in series(first, "objective/scores"))
     checkpoint = out / "checkpoints" / "checkpoint-2"

@@ -19,9 +19,9 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     result = make("smoke", f"SMOKE_RUN={run}")
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ["prompts.jsonl", "round0.jsonl", "round1.jsonl", "round2.jsonl", "helpful.jsonl",
-                  "sft/config.json", "pairs.jsonl", "prefs.jsonl", "rm/config.json",
-                  "ppo/config.json", "answers-base.jsonl", "answers-sft.jsonl",
-                  "answers-ppo.jsonl", "eval.json"]:
+                  "sft/config.json", "pairs.jsonl", "prefs.jsonl", "helpful-pairs.jsonl",
+                  "helpful-prefs.jsonl", "rm/config.json", "ppo/config.json",
+                  "answers-base.jsonl", "answers-sft.jsonl", "answers-ppo.jsonl", "eval.json"]:
         assert (run / stage).exists(), stage
     summary = json.loads((run / "eval.json").read_text())
     assert set(summary["systems"]) == {"base", "sl-cai", "rl-cai"}
@@ -29,6 +29,38 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     assert all(len(r["revisions"]) == 2 for r in round2)
     prefs = [json.loads(line) for line in (run / "prefs.jsonl").read_text().splitlines()]
     assert prefs and all(0.5 <= p["p_chosen"] <= 1 for p in prefs)
+
+    # The RL stage sees helpfulness as well as harmlessness, about 3 prompts to 2 (6 and 4
+    # here, from HELPFUL_SHARE): helpfulness pairs judged under the helpful constitution ...
+    def lines(name):
+        return [json.loads(line) for line in (run / name).read_text().splitlines()]
+
+    helpful_prompts = lines("helpful-prompts.jsonl")
+    assert len(lines("prompts.jsonl")) == 6 and len(helpful_prompts) == 4
+    helpful_prefs = lines("helpful-prefs.jsonl")
+    assert len(helpful_prefs) == 4
+    asked = json.dumps([p["prompt"] for p in helpful_prefs])
+    assert all(json.dumps(p["prompt"])[1:-1] in asked for p in helpful_prompts)
+    assert all(p["provenance"]["compare"]["constitution"] == "helpful" for p in helpful_prefs)
+    assert all(p["provenance"]["compare"]["constitution"] == "harmless" for p in prefs)
+    # ... the reward model trained on both label sets and measured on each ...
+    rm_metrics = lines("rm-metrics.jsonl")
+    by_file = rm_metrics[0]["by_file"]
+    assert list(by_file) == [str(run / "prefs.jsonl"), str(run / "helpful-prefs.jsonl")]
+    for name, labels in zip(by_file, (prefs, helpful_prefs)):
+        # Every pair of each file reaches the reward model; each file holds out a share.
+        assert by_file[name]["pairs"] + by_file[name]["heldout_pairs"] == len(labels)
+        assert by_file[name]["pairs"] > 0 and by_file[name]["heldout_pairs"] > 0
+    (heldout,) = [line for line in rm_metrics if "heldout_by_file" in line]
+    assert heldout["heldout_pairs"] == sum(c["heldout_pairs"] for c in by_file.values())
+    assert set(heldout["heldout_by_file"]) == set(by_file)
+    assert "by file: " in result.stderr and "held-out pairwise accuracy by file" in result.stderr
+    # ... and PPO's prompts drawn from both files, as long as the SFT data's answers.
+    ppo_metrics = lines("ppo-metrics.jsonl")
+    assert ppo_metrics[0]["by_file"] == {str(run / "prompts.jsonl"): {"prompts": 6},
+                                         str(run / "helpful-prompts.jsonl"): {"prompts": 4}}
+    ppo = json.loads((run / "ppo" / "caitool_training.json").read_text())
+    assert ppo["prompts"] == 10 and ppo["response_length"] == 12
 
     # Finished: nothing left to do.
     again = make("smoke", f"SMOKE_RUN={run}", dry=True)
@@ -39,3 +71,10 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     assert "caitool compare" in partial and "caitool train-rm" in partial
     assert "caitool train-ppo" in partial and "caitool eval" in partial
     assert "caitool critique" not in partial and "caitool train-sft" not in partial
+    assert "-c helpful" not in partial
+    # Likewise for the helpfulness labels: the reward model and what follows, not the others.
+    (run / "prefs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prefs))
+    (run / "helpful-prefs.jsonl").unlink()
+    partial = make("smoke", f"SMOKE_RUN={run}", dry=True).stdout
+    assert "-c helpful" in partial and "caitool train-rm" in partial
+    assert "caitool train-ppo" in partial and "-c harmless" not in partial

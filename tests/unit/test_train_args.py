@@ -87,6 +87,19 @@ def test_ppo_keeps_its_own_meaning_of_the_shortcuts():
     assert config.sft_model_path == "m" and config.reward_model_path == "rm"
 
 
+def test_ppo_responses_are_as_long_as_generations_by_default():
+    # A shorter limit cuts real answers (the SFT data is written at generate's length), and
+    # the missing-EOS penalty then teaches short replies.
+    from caitool.commands._flags import SamplingFlags
+
+    assert settings(ppo, flags(), []).args.response_length == SamplingFlags().max_new_tokens
+    asked = args.request(ppo.config_class, flags(), [], ppo.OWNED)
+    assert ppo.configure(flags(), asked, "rm", max_new_tokens=12).args.response_length == 12
+    # The penalty and the stop token stay as documented.
+    config = settings(ppo, flags(), []).args
+    assert config.missing_eos_penalty == 1.0 and config.stop_token == "eos"
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--lr_schedular_type", "constant"], "no such option: --lr_schedular_type: not a caitool "
                                           "flag nor a field of TRL's SFTConfig (did you mean "

@@ -80,6 +80,49 @@ def test_heldout_split_keeps_a_prompt_on_one_side():
     assert not {e.key for e in train} & {e.key for e in held}
 
 
+def test_heldout_split_by_file_gives_every_file_its_share():
+    def prompts(prefix: str, n: int) -> list[schema.PreferenceExample]:
+        return [schema.PreferenceExample([{"role": "user", "content": f"{prefix}{i % n}"}], "a", "b")
+                for i in range(2 * n)]
+
+    big, small, shared = prompts("h", 20), prompts("q", 5), prompts("h", 5)
+    train, held = data.split_heldout_groups([big, small], 0.2, seed=1)
+    assert [len(h) for h in held] == [8, 2] and [len(t) for t in train] == [32, 8]
+    # One file alone is split exactly as before.
+    assert data.split_heldout(big, 0.2, seed=1)[1] == data.split_heldout_groups([big], 0.2, 1)[1][0]
+    # A prompt in two files is on the same side in both.
+    train, held = data.split_heldout_groups([big, shared], 0.5, seed=2)
+    held_keys = {e.key for group in held for e in group}
+    assert held_keys and not held_keys & {e.key for group in train for e in group}
+    assert data.split_heldout_groups([big, small], 0, seed=1)[1] == [[], []]
+
+
+def test_sources_are_read_file_by_file(tmp_path, capsys):
+    a, b, empty = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "e.jsonl"
+    a.write_text('{"prompt": "x"}\n{"prompt": "y"}\n')
+    b.write_text('{"prompt": "z"}\n')
+    empty.write_text("")
+    sources = data.read_sources("t", [str(a), str(empty), str(b)], schema.check_prompt)
+    assert [(s.name, len(s.records)) for s in sources] == [(str(a), 2), (str(empty), 0), (str(b), 1)]
+    assert f"{empty}: no records in it" in capsys.readouterr().err
+    assert [r["prompt"] for r in data.read_records("t", [str(a), str(b)], schema.check_prompt)] == \
+        ["x", "y", "z"]
+    with pytest.raises(CaitoolError, match="no training examples"):
+        data.read_sources("t", [str(empty)], schema.check_prompt)
+    # The same file twice keeps both counts; the note for people names every file.
+    table = data.by_file(["a", "b", "a"], pairs=[3, 2, 1], heldout_pairs=[1, 0, 0])
+    assert table == {"a": {"pairs": 3, "heldout_pairs": 1}, "b": {"pairs": 2, "heldout_pairs": 0},
+                     "a (3)": {"pairs": 1, "heldout_pairs": 0}}
+    assert data.describe(table).startswith("a: 3 pairs, 1 held out; b: 2 pairs, 0 held out; a (3)")
+
+
+def test_hard_pairs_by_file_count_ties_together(capsys):
+    tie, flipped = schema.PreferenceExample([], "a", "b", 0.5), schema.PreferenceExample([], "c", "d", 0.2)
+    groups = data.hard_pair_groups("t", [[tie, flipped], [tie]])
+    assert [[(p.chosen, p.rejected) for p in g] for g in groups] == [[("d", "c")], []]
+    assert "left out 2 tied pair(s)" in capsys.readouterr().err
+
+
 # -- config --------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from caitool.backends.base import SamplingParams
 from caitool.errors import CaitoolError
 
 Input = Annotated[str, typer.Argument(help="JSONL input file, or - for stdin.", show_default=True)]
@@ -129,7 +130,8 @@ class ModelFlags:
 
 @dataclass
 class SamplingFlags:
-    max_new_tokens: int = flag(256, "--max-new-tokens", help="Most tokens to generate per completion.")
+    max_new_tokens: int = flag(SamplingParams.max_new_tokens, "--max-new-tokens",
+                               help="Most tokens to generate per completion.")
     temperature: float = flag(1.0, "--temperature", help="Sampling temperature (the paper uses 1); 0 is greedy.")
     top_p: float = flag(1.0, "--top-p", help="Nucleus sampling threshold.")
     top_k: int = flag(0, "--top-k", help="Sample from the K likeliest tokens only; 0 is no limit.")

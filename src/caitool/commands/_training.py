@@ -19,8 +19,9 @@ from caitool.commands._flags import flag
 EXTRA_FLAGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 Inputs = Annotated[list[str], typer.Argument(
-    help="JSONL files (- for stdin); several are simply concatenated. Any field of the TRL "
-         "config may follow as a flag: `--lr_scheduler_type cosine` (see --help-trl).",
+    help="JSONL files (- for stdin); several are mixed into one training set, each file's "
+         "count reported. Any field of the TRL config may follow as a flag: "
+         "`--lr_scheduler_type cosine` (see --help-trl).",
     show_default=False)]
 
 

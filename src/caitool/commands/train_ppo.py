@@ -25,7 +25,8 @@ def command(
     missing_eos_penalty: Annotated[float | None, typer.Option(
         "--missing-eos-penalty", help="Subtracted from the score of a response that never ends (default 1.0).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Most tokens per response (default 64).")] = None,
+        "--max-new-tokens", help="Most tokens per response (default: caitool generate's default, "
+                                 "the length the SFT data was written at).")] = None,
     temperature: Annotated[float | None, typer.Option(
         "--temperature", help="Sampling temperature of the rollouts (TRL default 0.7).")] = None,
     train: TrainFlags = None,
@@ -33,8 +34,10 @@ def command(
     """PPO of a policy against a reward model on prompt records (the paper's RL stage).
 
     The reward is the reward model's score minus a KL penalty to the starting policy.
-    Responses stop at the end-of-sequence token; one that never ends is penalised. --max-steps
-    counts rollout batches; --max-length cuts long prompts.
+    Responses stop at the end-of-sequence token; one that never ends is penalised (a warning
+    says when fewer than half end). --max-steps counts rollout batches; --max-length cuts long
+    prompts. Several prompt files are mixed (e.g. red-team and helpfulness prompts), each
+    file's count reported.
 
     Every field of TRL's PPOConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
     key; --help-trl lists them with TRL's help.

@@ -23,9 +23,11 @@ def command(
     margin: Annotated[float | None, typer.Option(
         "--margin", help="Margin the preferred answer must win by (a record's 'margin' wins).")] = None,
     eval_split: Annotated[float, typer.Option(
-        "--eval-split", help="Fraction of prompts held out to measure pairwise accuracy.")] = 0.1,
+        "--eval-split", help="Fraction of each input file's prompts held out to measure pairwise "
+                             "accuracy (per file and overall).")] = 0.1,
     eval_file: Annotated[list[str] | None, typer.Option(
-        "--eval-file", help="Held-out preference records (instead of --eval-split).")] = None,
+        "--eval-file", help="Held-out preference records (instead of --eval-split); several are "
+                            "measured one by one.")] = None,
     too_long: Annotated[str, typer.Option(
         "--too-long", help="Pairs over --max-length: truncate (keep the end, where the score is "
                            "read), skip, or error. Each is reported.")] = "truncate",
@@ -35,7 +37,8 @@ def command(
 
     With soft labels (p_chosen, as 'caitool compare' writes) the loss is the cross-entropy
     against p, so a tie teaches no preference. Starts from a causal or classifier checkpoint
-    (a causal one gets a new score head). Reports held-out pairwise accuracy.
+    (a causal one gets a new score head). Several files are mixed (e.g. harmlessness and
+    helpfulness labels); held-out pairwise accuracy is reported overall and per file.
 
     Every field of TRL's RewardConfig is a flag too (`--FIELD VALUE`, TRL's names) and a --config
     key; --help-trl lists them with TRL's help.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from caitool import console
@@ -19,10 +20,19 @@ from caitool.schema import PreferenceExample
 Record = dict[str, Any]
 
 
-def read_records(command: str, paths: list[str], validate: Callable[[Record], str | None],
-                 skip_invalid: bool = False) -> list[Record]:
-    """All records of ``paths`` (``-`` is stdin), each checked; an error if there are none."""
-    records: list[Record] = []
+@dataclass
+class Source:
+    """One input file's records, and its name as messages and metrics give it."""
+
+    name: str
+    records: list[Record]
+
+
+def read_sources(command: str, paths: list[str], validate: Callable[[Record], str | None],
+                 skip_invalid: bool = False) -> list[Source]:
+    """The records of each of ``paths`` (``-`` is stdin), each checked, file by file; an
+    error if there are none at all. A file may be empty when others are not (warned)."""
+    sources: list[Source] = []
 
     def skipped(error: InputError) -> None:
         console.warn(command, f"skipped {error}")
@@ -31,31 +41,70 @@ def read_records(command: str, paths: list[str], validate: Callable[[Record], st
         if path == "-" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise CaitoolError("under accelerate launch or torchrun, name the input files: "
                                "stdin reaches one process only")
-        for _, record in iter_records(path, validate, skip_invalid=skip_invalid, on_skip=skipped):
-            records.append(record)
-    if not records:
-        names = ", ".join(source_name(p) for p in paths or ["-"])
+        records = [record for _, record in
+                   iter_records(path, validate, skip_invalid=skip_invalid, on_skip=skipped)]
+        sources.append(Source(source_name(path), records))
+    if not any(source.records for source in sources):
+        names = ", ".join(source.name for source in sources)
         raise CaitoolError(f"{names}: no training examples (the input is empty)")
-    return records
+    for source in sources:
+        if not source.records:
+            console.warn(command, f"{source.name}: no records in it")
+    return sources
+
+
+def read_records(command: str, paths: list[str], validate: Callable[[Record], str | None],
+                 skip_invalid: bool = False) -> list[Record]:
+    """All records of ``paths`` (``-`` is stdin), each checked; an error if there are none."""
+    return [record for source in read_sources(command, paths, validate, skip_invalid)
+            for record in source.records]
+
+
+def by_file(names: list[str], **counts: list[Any]) -> dict[str, dict[str, Any]]:
+    """``{file: {what: count}}`` for the metrics and the summary file; a file named twice
+    gets its position appended, so that no count is lost."""
+    table: dict[str, dict[str, int]] = {}
+    for i, name in enumerate(names):
+        key = name if name not in table else f"{name} ({i + 1})"
+        table[key] = {what: values[i] for what, values in counts.items()}
+    return table
+
+
+def describe(table: dict[str, dict[str, Any]]) -> str:
+    """``a.jsonl: 36 pairs, 4 held out; b.jsonl: …``: a by-file table as a note for people."""
+    words = {"heldout_pairs": "held out"}
+    return "; ".join(f"{name}: " + ", ".join(f"{n} {words.get(what, what)}"
+                                             for what, n in counts.items())
+                     for name, counts in table.items())
 
 
 def hard_pairs(command: str, examples: Iterable[PreferenceExample]) -> list[PreferenceExample]:
     """Pairs for a hard-label loss: the preferred answer first, ties left out (and counted)."""
-    pairs: list[PreferenceExample] = []
+    return hard_pair_groups(command, [list(examples)])[0]
+
+
+def hard_pair_groups(command: str,
+                     groups: list[list[PreferenceExample]]) -> list[list[PreferenceExample]]:
+    """:func:`hard_pairs` of each group (one per input file), the ties counted together."""
+    result: list[list[PreferenceExample]] = []
     ties = 0
-    for ex in examples:
-        if ex.p_chosen is not None and ex.p_chosen == 0.5:
-            ties += 1
-            continue
-        if ex.p_chosen is not None and ex.p_chosen < 0.5:
-            ex = PreferenceExample(ex.prompt, ex.rejected, ex.chosen, 1 - ex.p_chosen, ex.margin)
-        pairs.append(ex)
+    for examples in groups:
+        pairs: list[PreferenceExample] = []
+        for ex in examples:
+            if ex.p_chosen is not None and ex.p_chosen == 0.5:
+                ties += 1
+                continue
+            if ex.p_chosen is not None and ex.p_chosen < 0.5:
+                ex = PreferenceExample(ex.prompt, ex.rejected, ex.chosen, 1 - ex.p_chosen,
+                                       ex.margin)
+            pairs.append(ex)
+        result.append(pairs)
     if ties:
         console.warn(command, f"left out {ties} tied pair(s) (p_chosen = 0.5): a hard label "
                               "cannot express a tie; soft labels keep them")
-    if not pairs:
+    if not any(result):
         raise CaitoolError("no pairs left to train on: every pair is a tie")
-    return pairs
+    return result
 
 
 def split_heldout(examples: list[PreferenceExample], fraction: float,
@@ -70,6 +119,25 @@ def split_heldout(examples: list[PreferenceExample], fraction: float,
     if not train:
         return examples, []
     return train, [ex for ex in examples if ex.key in held]
+
+
+def split_heldout_groups(groups: list[list[PreferenceExample]], fraction: float, seed: int
+                         ) -> tuple[list[list[PreferenceExample]], list[list[PreferenceExample]]]:
+    """Hold out a fraction of each group's prompts (a group is one input file), so that
+    every file has a held-out share of its own to be measured on. A prompt held out in
+    one file is held out wherever it appears, so no held-out prompt is trained on."""
+    if fraction <= 0:
+        return groups, [[] for _ in groups]
+    rng = random.Random(seed)
+    held: set[str] = set()
+    for examples in groups:
+        keys = sorted({ex.key for ex in examples} - held)
+        rng.shuffle(keys)
+        held.update(keys[: int(len(keys) * fraction)])
+    train = [[ex for ex in examples if ex.key not in held] for examples in groups]
+    if not any(train):
+        return groups, [[] for _ in groups]
+    return train, [[ex for ex in examples if ex.key in held] for examples in groups]
 
 
 def keep_end(ids: list[int], max_length: int | None) -> tuple[list[int], bool]:

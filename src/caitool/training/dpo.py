@@ -34,12 +34,16 @@ def configure(flags: Any, asked: args.Request, beta: float | None = None) -> arg
 def train(command: str, arguments: list[str], flags: Any, beta: float | None = None) -> None:
     args.check_knobs(flags)
     asked = args.request(config_class, flags, arguments, OWNED)
-    records = data.read_records(command, asked.inputs, check_preference, flags.skip_invalid)
-    examples = data.hard_pairs(command, [preference_example(r) for r in records])
+    sources = data.read_sources(command, asked.inputs, check_preference, flags.skip_invalid)
+    groups = data.hard_pair_groups(command, [[preference_example(r) for r in source.records]
+                                             for source in sources])
+    examples = [ex for group in groups for ex in group]
+    counts = data.by_file([source.name for source in sources], pairs=[len(g) for g in groups])
     settings = configure(flags, asked, beta)
     base = fit.base_model(flags)
     tokenizer, fmt = fit.tokenizer_and_format(flags, base)
-    console.info(command, f"{len(examples)} pairs ({fmt} format)")
+    console.info(command, f"{len(examples)} pairs ({fmt} format)"
+                          + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
 
     from datasets import Dataset
     from trl import DPOTrainer
@@ -53,8 +57,8 @@ def train(command: str, arguments: list[str], flags: Any, beta: float | None = N
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "preference optimisation",
         lambda trainer, model, metrics: {
-            "inputs": asked.inputs, "format": fmt, "pairs": len(examples),
+            "inputs": asked.inputs, "format": fmt, "pairs": len(examples), "by_file": counts,
             "beta": settings.args.beta,
             **fit.last_values(metrics, "rewards/margins", "train_loss")},
         examples=len(dataset), dropped="their prompt alone fills --max-length",
-        resume=fit.resume_checkpoint(flags))
+        resume=fit.resume_checkpoint(flags), data_line={"by_file": counts})

@@ -166,13 +166,16 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
         make_trainer: Callable[[], Any], description: str,
         summary: Callable[[Any, Any, Any], dict[str, Any]], *,
         examples: int | None = None, dropped: str | None = None, resume: str | None = None,
-        train: bool = True, model_of: Callable[[Any], Any] | None = None) -> None:
+        train: bool = True, model_of: Callable[[Any], Any] | None = None,
+        data_line: dict[str, Any] | None = None) -> None:
     """Construct, train and save.
 
     ``summary(trainer, model, metrics)`` runs after training and returns what the summary
     file adds (it may evaluate and write metrics lines). ``examples`` and ``dropped``: how
     many examples the trainer was given, and why it may have left some out (reported).
     ``model_of(trainer)`` is the model to save (default: the trained model itself).
+    ``data_line``: what the metrics stream says before training (e.g. the count of
+    examples from each input file).
     """
     from caitool.training import callbacks
 
@@ -190,6 +193,8 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
             if kept < examples:
                 console.warn(command, f"{examples - kept} of {examples} examples left out: {dropped}")
         metrics = callbacks.install(trainer, command, stream, description)
+        if data_line and trainer.accelerator.is_main_process:
+            metrics.write({"command": command, "step": trainer.state.global_step, **data_line})
         if train:
             trainer.train(**({"resume_from_checkpoint": resume} if resume else {}))
         model = model_of(trainer) if model_of else trainer.accelerator.unwrap_model(trainer.model)

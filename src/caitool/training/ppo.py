@@ -6,12 +6,16 @@ reward for a response is the reward model's score minus ``kl_coef`` times the pe
 the starting policy (TRL's ``objective/kl`` metric). Generation stops at the tokenizer's
 end-of-sequence token, the response is cut there before it is scored, and a response that
 never ends loses ``missing_eos_penalty`` from its score, so running on to the length limit
-is never a way to collect reward. The value model starts from the reward model (its weights
-already read a response's quality), unless another is given.
+is never a way to collect reward. Responses may be as long as ``caitool generate``'s (the
+length the SFT data was written at), and a run whose responses mostly fail to end is told
+so, since the penalty then teaches short answers whatever they say. The value model starts
+from the reward model (its weights already read a response's quality), unless another is
+given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -20,6 +24,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from caitool import console
+from caitool.backends.base import SamplingParams
 from caitool.errors import CaitoolError
 from caitool.models import local_model
 from caitool.render import has_chat_template, policy_prompt_ids, resolve_format
@@ -30,6 +35,9 @@ VALUE_DIR = "value_model"
 # --max-length cuts prompts and --max-steps counts rollout batches: not TRL's fields here.
 SHORTCUTS = tuple(name for name in args.SHORTCUTS if name not in ("max_length", "max_steps"))
 OWNED = {"sft_model_path": "-m/--model", "reward_model_path": "-r/--reward-model"}
+# Responses as long as `caitool generate` writes them (the SFT data's length): a shorter
+# limit cuts real answers, and the missing-EOS penalty then punishes them for it.
+RESPONSE_LENGTH = SamplingParams.max_new_tokens
 
 
 def config_class() -> type:
@@ -96,6 +104,71 @@ class _Continue(TrainerCallback):
             value.save_pretrained(checkpoint / VALUE_DIR)
 
 
+class _Ends(TrainerCallback):
+    """Counts the rollouts' responses that end, by TRL's own test for the missing-EOS
+    penalty (the end-of-sequence token is in the response once cut at the stop token), and
+    warns once, with the figures, the first time fewer than half of a logging step's do."""
+
+    def __init__(self, command: str, eos_token_id: int, penalty: float | None, length: int):
+        self.command, self.eos_token_id = command, eos_token_id
+        self.penalty, self.length = penalty, length
+        self.ended = self.total = self.run_ended = self.run_total = 0
+        self.warned = False
+
+    def count(self, responses) -> None:
+        ended = int((responses == self.eos_token_id).any(dim=-1).sum())
+        self.ended += ended
+        self.total += responses.shape[0]
+        self.run_ended += ended
+        self.run_total += responses.shape[0]
+
+    @contextlib.contextmanager
+    def watching(self):
+        """TRL's PPO loop cuts each rollout's responses with one module-level function, the
+        only place the responses are in reach: count them there while training runs."""
+        from trl.experimental.ppo import ppo_trainer
+
+        original = ppo_trainer.truncate_response
+
+        def counted(stop_token_id, pad_token_id, responses):
+            cut = original(stop_token_id, pad_token_id, responses)
+            self.count(cut)
+            return cut
+
+        ppo_trainer.truncate_response = counted
+        try:
+            yield self
+        finally:
+            ppo_trainer.truncate_response = original
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or not self.total:
+            return
+        logs["ended_fraction"] = self.ended / self.total
+        if not self.warned and state.is_world_process_zero and 2 * self.ended < self.total:
+            self.warned = True
+            console.warn(self.command, f"step {state.global_step}: only {self.ended} of "
+                                       f"{self.total} responses ({self.ended / self.total:.0%}) "
+                                       f"ended within --max-new-tokens {self.length}: "
+                                       f"{self.consequence()} (warned once per run)")
+        self.ended = self.total = 0
+
+    def consequence(self) -> str:
+        if self.penalty:
+            return (f"each unended one loses --missing-eos-penalty {self.penalty:g} whatever it "
+                    "says, which teaches short answers; raise --max-new-tokens")
+        return "unended ones are scored cut off at the limit; raise --max-new-tokens"
+
+    def summary(self) -> dict[str, Any]:
+        if not self.run_total:
+            return {}
+        fraction = self.run_ended / self.run_total
+        if self.warned:
+            console.warn(self.command, f"over the run, {self.run_ended} of {self.run_total} "
+                                       f"responses ({fraction:.0%}) ended")
+        return {"ended_fraction": fraction}
+
+
 def configure(flags: Any, asked: args.Request, reward_model: str, kl_coef: float | None = None,
               missing_eos_penalty: float | None = None, max_new_tokens: int | None = None,
               temperature: float | None = None) -> args.Settings:
@@ -105,7 +178,7 @@ def configure(flags: Any, asked: args.Request, reward_model: str, kl_coef: float
         if value is not None:
             shortcuts[name] = value
     defaults: dict[str, Any] = {"stop_token": "eos", "missing_eos_penalty": 1.0,
-                                "num_sample_generations": 0, "response_length": 64}
+                                "num_sample_generations": 0, "response_length": RESPONSE_LENGTH}
     if asked.sets("stop_token_id"):
         del defaults["stop_token"]  # TRL takes one or the other
     return args.build(config_class(), flags, asked, str(Path(flags.output) / fit.CHECKPOINTS),
@@ -179,7 +252,10 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     if missing_eos_penalty is not None and missing_eos_penalty < 0:
         raise CaitoolError("--missing-eos-penalty must be >= 0")
     asked = args.request(config_class, flags, arguments, OWNED)
-    records = data.read_records(command, asked.inputs, check_prompt, flags.skip_invalid)
+    sources = data.read_sources(command, asked.inputs, check_prompt, flags.skip_invalid)
+    records = [record for source in sources for record in source.records]
+    counts = data.by_file([source.name for source in sources],
+                          prompts=[len(source.records) for source in sources])
     settings = configure(flags, asked, reward_model, kl_coef, missing_eos_penalty,
                          max_new_tokens, temperature)
     config = settings.args
@@ -198,7 +274,8 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     rollout = fit_rollouts(command, settings, len(rows))
     if flags.max_steps is not None:
         config.total_episodes = flags.max_steps * rollout
-    console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout}")
+    console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout}"
+                          + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
 
     checkpoint = fit.resume_checkpoint(flags)
     done_steps = done_episodes = 0
@@ -243,6 +320,8 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
 
     padding_side = tokenizer.padding_side
     continuing = _Continue(done_steps, done_episodes)
+    ends = _Ends(command, tokenizer.eos_token_id, config.missing_eos_penalty,
+                 config.response_length)
 
     def make_trainer():
         # Prompts are padded on the left so that every response starts at the same position.
@@ -250,7 +329,7 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
         trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy,
                              ref_model=ref_policy, reward_model=reward,
                              train_dataset=Dataset.from_list(rows), value_model=value,
-                             peft_config=peft_config, callbacks=[continuing])
+                             peft_config=peft_config, callbacks=[continuing, ends])
         continuing.trainer = trainer
         return trainer
 
@@ -261,9 +340,10 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
         kls = [line["objective/kl"] for line in metrics.lines
                if line.get("objective/kl") is not None]
         extra: dict[str, Any] = {"inputs": asked.inputs, "format": fmt, "prompts": len(rows),
-                                 "reward_model": reward_model, "value_model": value_path,
-                                 "kl_coef": config.kl_coef,
-                                 "missing_eos_penalty": config.missing_eos_penalty}
+                                 "by_file": counts, "reward_model": reward_model,
+                                 "value_model": value_path, "kl_coef": config.kl_coef,
+                                 "missing_eos_penalty": config.missing_eos_penalty,
+                                 "response_length": config.response_length, **ends.summary()}
         if scores:
             extra.update({"first_score": scores[0], "last_score": scores[-1],
                           "last_kl": kls[-1] if kls else None})
@@ -271,6 +351,7 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
                                   f"KL to the start {kls[-1] if kls else float('nan'):.3f}")
         return extra
 
-    fit.fit(command, flags, settings, tokenizer, make_trainer, "PPO", summary,
-            train=config.total_episodes > 0,
-            model_of=lambda trainer: trainer.accelerator.unwrap_model(trainer.model).policy)
+    with ends.watching():
+        fit.fit(command, flags, settings, tokenizer, make_trainer, "PPO", summary,
+                train=config.total_episodes > 0, data_line={"by_file": counts},
+                model_of=lambda trainer: trainer.accelerator.unwrap_model(trainer.model).policy)

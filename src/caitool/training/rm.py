@@ -30,38 +30,63 @@ def configure(flags: Any, asked: args.Request) -> args.Settings:
                       shortcuts=args.shortcut_values(flags))
 
 
-def pair_rows(command: str, examples: list[PreferenceExample], tokenizer, fmt: str,
+def pair_rows(command: str, groups: list[list[PreferenceExample]], tokenizer, fmt: str,
               max_length: int | None, soft: bool, margin: float | None,
-              too_long: str, name: str) -> list[dict[str, Any]]:
-    """Tokenized pairs; pairs over ``max_length`` cut to their end, skipped, or an error."""
-    rows: list[dict[str, Any]] = []
+              too_long: str, name: str) -> list[list[dict[str, Any]]]:
+    """Tokenized pairs of each group (one per input file); pairs over ``max_length`` cut to
+    their end, skipped, or an error (cut and skipped pairs are counted over all groups)."""
+    result: list[list[dict[str, Any]]] = []
     cut = skipped = 0
-    for ex in examples:
-        prompt = policy_prompt_ids(tokenizer, ex.prompt, fmt)
-        chosen = prompt + reply_ids(tokenizer, ex.chosen, fmt)
-        rejected = prompt + reply_ids(tokenizer, ex.rejected, fmt)
-        if max_length is not None and max(len(chosen), len(rejected)) > max_length:
-            if too_long == "error":
-                raise CaitoolError(
-                    f"a {name} pair is {max(len(chosen), len(rejected))} tokens long, over "
-                    f"--max-length {max_length} (raise it, or use --too-long truncate/skip)")
-            if too_long == "skip":
-                skipped += 1
-                continue
-            chosen, _ = data.keep_end(chosen, max_length)
-            rejected, _ = data.keep_end(rejected, max_length)
-            cut += 1
-        p = (1.0 if ex.p_chosen is None else ex.p_chosen) if soft else 1.0
-        row_margin = ex.margin if ex.margin is not None else (margin or 0.0)
-        rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p,
-                     "margin": float(row_margin)})
+    for examples in groups:
+        rows: list[dict[str, Any]] = []
+        for ex in examples:
+            prompt = policy_prompt_ids(tokenizer, ex.prompt, fmt)
+            chosen = prompt + reply_ids(tokenizer, ex.chosen, fmt)
+            rejected = prompt + reply_ids(tokenizer, ex.rejected, fmt)
+            if max_length is not None and max(len(chosen), len(rejected)) > max_length:
+                if too_long == "error":
+                    raise CaitoolError(
+                        f"a {name} pair is {max(len(chosen), len(rejected))} tokens long, over "
+                        f"--max-length {max_length} (raise it, or use --too-long truncate/skip)")
+                if too_long == "skip":
+                    skipped += 1
+                    continue
+                chosen, _ = data.keep_end(chosen, max_length)
+                rejected, _ = data.keep_end(rejected, max_length)
+                cut += 1
+            p = (1.0 if ex.p_chosen is None else ex.p_chosen) if soft else 1.0
+            row_margin = ex.margin if ex.margin is not None else (margin or 0.0)
+            rows.append({"chosen_ids": chosen, "rejected_ids": rejected, "p_chosen": p,
+                         "margin": float(row_margin)})
+        result.append(rows)
     if cut:
         console.warn(command, f"{cut} {name} pair(s) longer than {max_length} tokens were cut "
                               "to their last tokens (the prompt's start is lost)")
     if skipped:
         console.warn(command, f"{skipped} {name} pair(s) longer than {max_length} tokens "
                               "were left out (--too-long skip)")
-    return rows
+    return result
+
+
+def heldout_reports(scores: list[tuple[float, float]], groups: list[list[dict[str, Any]]],
+                    names: list[str]) -> dict[str, Any]:
+    """The held-out report over all pairs, and (``heldout_by_file``) over each file's
+    share; ``scores`` are those of the groups' rows in order."""
+    from caitool.training.reward import pairwise_report
+
+    overall = pairwise_report(scores, [row["p_chosen"] for rows in groups for row in rows])
+    per_file, start = [], 0
+    for rows in groups:
+        per_file.append(pairwise_report(scores[start:start + len(rows)],
+                                        [row["p_chosen"] for row in rows]))
+        start += len(rows)
+    table = data.by_file(names, **{key: [r[key] for r in per_file] for key in overall})
+    return {**overall, "heldout_by_file": table}
+
+
+def _accuracy(report: dict[str, Any]) -> str:
+    accuracy = report["heldout_accuracy"]
+    return f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on {report['heldout_pairs']} pairs"
 
 
 def check_options(labels: str, too_long: str, eval_split: float) -> None:
@@ -79,37 +104,47 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
     args.check_knobs(flags)
     check_options(labels, too_long, eval_split)
     asked = args.request(config_class, flags, arguments, OWNED)
-    records = data.read_records(command, asked.inputs, check_preference, flags.skip_invalid)
-    examples = [preference_example(r) for r in records]
+    sources = data.read_sources(command, asked.inputs, check_preference, flags.skip_invalid)
+    groups = [[preference_example(r) for r in source.records] for source in sources]
     if eval_inputs:
-        held = [preference_example(r) for r in data.read_records(
-            command, eval_inputs, check_preference, flags.skip_invalid)]
+        # A held-out file is measured on its own, as each input file's share is otherwise.
+        held_sources = data.read_sources(command, eval_inputs, check_preference,
+                                         flags.skip_invalid)
+        held = [[preference_example(r) for r in source.records] for source in held_sources]
+        held_names = [source.name for source in held_sources]
     else:
-        examples, held = data.split_heldout(examples, eval_split, flags.seed or 42)
-    soft = labels == "soft" or (labels == "auto" and any(ex.p_chosen is not None for ex in examples))
+        groups, held = data.split_heldout_groups(groups, eval_split, flags.seed or 42)
+        held_names = [source.name for source in sources]
+    soft = labels == "soft" or (labels == "auto" and any(ex.p_chosen is not None
+                                                         for examples in groups for ex in examples))
     if not soft:
-        examples = data.hard_pairs(command, examples)
+        groups = data.hard_pair_groups(command, groups)
     settings = configure(flags, asked)
     base = fit.base_model(flags)
     tokenizer, fmt = fit.tokenizer_and_format(flags, base)
     max_length = settings.args.max_length
-    train_rows = pair_rows(command, examples, tokenizer, fmt, max_length, soft, margin,
-                           too_long, "training")
-    held_rows = pair_rows(command, held, tokenizer, fmt, max_length, True, margin, too_long,
-                          "held-out")
+    train_groups = pair_rows(command, groups, tokenizer, fmt, max_length, soft, margin,
+                             too_long, "training")
+    held_groups = pair_rows(command, held, tokenizer, fmt, max_length, True, margin, too_long,
+                            "held-out")
+    train_rows = [row for rows in train_groups for row in rows]
+    held_rows = [row for rows in held_groups for row in rows]
     if not train_rows:
         raise CaitoolError("no pairs left to train on")
+    counts = data.by_file([source.name for source in sources],
+                          pairs=[len(rows) for rows in train_groups],
+                          **({} if eval_inputs else {"heldout_pairs": [len(r) for r in held_groups]}))
+    if eval_inputs:
+        for name, held_counts in data.by_file(
+                held_names, heldout_pairs=[len(r) for r in held_groups]).items():
+            counts.setdefault(name, {}).update(held_counts)
     console.info(command, f"{len(train_rows)} training pairs, {len(held_rows)} held out "
-                          f"({'soft' if soft else 'hard'} labels, {fmt} format)")
+                          f"({'soft' if soft else 'hard'} labels, {fmt} format)"
+                          + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
 
     from datasets import Dataset
 
-    from caitool.training.reward import (
-        PairCollator,
-        SoftLabelRewardTrainer,
-        pairwise_report,
-        score_pairs,
-    )
+    from caitool.training.reward import PairCollator, SoftLabelRewardTrainer, score_pairs
 
     dataset = Dataset.from_list(train_rows)
 
@@ -126,18 +161,18 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
         if held_rows and trainer.accelerator.is_main_process:
             scores = score_pairs(model, held_rows, tokenizer.pad_token_id,
                                  batch_size=settings.args.per_device_eval_batch_size)
-            report = pairwise_report(scores, [row["p_chosen"] for row in held_rows])
+            report = heldout_reports(scores, held_groups, held_names)
             metrics.write({"command": command, "step": trainer.state.global_step, **report})
-            accuracy = report["heldout_accuracy"]
-            console.info(command, f"held-out pairwise accuracy: "
-                                  f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on "
-                                  f"{report['heldout_pairs']} pairs")
+            console.info(command, f"held-out pairwise accuracy: {_accuracy(report)}")
+            if len(held_groups) > 1:
+                console.info(command, "held-out pairwise accuracy by file: " + "; ".join(
+                    f"{name}: {_accuracy(r)}" for name, r in report["heldout_by_file"].items()))
         elif not held_rows:
             console.warn(command, "no held-out pairs, so no held-out accuracy (see --eval-split)")
         return {"inputs": asked.inputs, "format": fmt, "pairs": len(train_rows),
-                "labels": "soft" if soft else "hard", **report,
+                "by_file": counts, "labels": "soft" if soft else "hard", **report,
                 **fit.last_values(metrics, "train_loss")}
 
     fit.fit(command, flags, settings, tokenizer, make_trainer, "training reward model", summary,
             examples=len(dataset), dropped="longer than --max-length",
-            resume=fit.resume_checkpoint(flags))
+            resume=fit.resume_checkpoint(flags), data_line={"by_file": counts})

@@ -33,12 +33,18 @@ def configure(flags: Any, asked: args.Request) -> args.Settings:
 def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = False) -> None:
     args.check_knobs(flags)
     asked = args.request(config_class, flags, arguments, OWNED)
-    records = data.read_records(command, asked.inputs, check_sft, flags.skip_invalid)
-    examples = [ex for record in records for ex in sft_examples(record, all_rounds)]
+    sources = data.read_sources(command, asked.inputs, check_sft, flags.skip_invalid)
+    groups = [[ex for record in source.records for ex in sft_examples(record, all_rounds)]
+              for source in sources]
+    examples = [ex for group in groups for ex in group]
+    records = sum(len(source.records) for source in sources)
+    counts = data.by_file([source.name for source in sources],
+                          examples=[len(group) for group in groups])
     settings = configure(flags, asked)
     base = fit.base_model(flags)
     tokenizer, fmt = fit.tokenizer_and_format(flags, base)
-    console.info(command, f"{len(examples)} examples from {len(records)} records ({fmt} format)")
+    console.info(command, f"{len(examples)} examples from {records} records ({fmt} format)"
+                          + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
 
     from datasets import Dataset
     from trl import SFTTrainer
@@ -51,7 +57,7 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "fine-tuning",
         lambda trainer, model, metrics: {
-            "inputs": asked.inputs, "format": fmt, "examples": len(examples),
+            "inputs": asked.inputs, "format": fmt, "examples": len(examples), "by_file": counts,
             "all_rounds": all_rounds, **fit.last_values(metrics, "loss", "train_loss")},
         examples=len(dataset), dropped="--max-length left no reply token in them",
-        resume=fit.resume_checkpoint(flags))
+        resume=fit.resume_checkpoint(flags), data_line={"by_file": counts})
