@@ -294,3 +294,80 @@ def test_repetition_penalty_and_top_k_reach_generation(tiny_model):
 @pytest.mark.parametrize("fmt", ["raw", "chat"])
 def test_scores_from_the_cached_prefix_equal_a_plain_forward_pass(tiny_model, fmt):
     check_cached_scores_equal_plain_ones(str(tiny_model), fmt)
+
+
+def ending_early(backend: HFBackend, asked: list[Prompt]) -> int:
+    """Make the sharpened tiny model end rows at different lengths: the end-of-sequence
+    token becomes one that its greedy answers produce, somewhere, in some rows only."""
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    encoded = backend.encode(asked)
+    outputs = []
+    import torch
+
+    for ids in encoded:
+        with torch.inference_mode():
+            out = backend.hf_model.generate(input_ids=torch.tensor([ids]), do_sample=False,
+                                            max_new_tokens=params.max_new_tokens,
+                                            pad_token_id=backend.tokenizer.pad_token_id)
+        outputs.append(out[0, len(ids):].tolist())
+    counts: dict[int, int] = {}
+    for row in outputs:
+        for token in set(row):
+            counts[token] = counts.get(token, 0) + 1
+    # A token found in some rows but not all: those rows end early, the others run on.
+    token = next(t for t, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n < len(outputs))
+    backend.hf_model.generation_config.eos_token_id = token
+    backend.tokenizer.eos_token = backend.tokenizer.convert_ids_to_tokens(token)
+    return token
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(max_new_tokens=12, temperature=0.0),
+    SamplingParams(max_new_tokens=12, temperature=0.0, repetition_penalty=1.3),
+    SamplingParams(max_new_tokens=12, temperature=0.0, n=2),
+], ids=["greedy", "repetition-penalty", "two-samples"])
+def test_finished_rows_leave_the_batch_with_the_same_outputs(tiny_model, params):
+    asked, _ = critique_requests("chat")
+    kept = sharpened(HFBackend(str(tiny_model), device="cpu", drop_finished=False))
+    ending_early(kept, asked)
+    expected = kept.generate(asked, params)
+    dropping = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    ending_early(dropping, asked)
+    steps: list[int] = []  # rows in each one-token decoding step
+
+    def count(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] == 1:
+            steps.append(kwargs["input_ids"].shape[0])
+
+    hook = dropping.hf_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        assert dropping.generate(asked, params) == expected
+    finally:
+        hook.remove()
+    lengths = {len(text) for samples in expected for text in samples}
+    assert len(lengths) > 1, "the rows should end at different lengths"
+    # The rows still running shrink as rows finish.
+    assert any(later < earlier for earlier, later in zip(steps, steps[1:]))
+
+
+def test_stop_strings_end_a_row_in_the_loop(tiny_model):
+    asked, _ = critique_requests("raw")
+    plain = sharpened(HFBackend(str(tiny_model), device="cpu", drop_finished=False))
+    free = plain.generate(asked, SamplingParams(max_new_tokens=10, temperature=0.0))
+    # A stop string from inside one row's answer: that row is cut there, as with generate().
+    text = next(t for (t,) in free if len(t) > 6)
+    stop = text[2:5]
+    params = SamplingParams(max_new_tokens=10, temperature=0.0, stop=[stop])
+    expected = plain.generate(asked, params)
+    got = sharpened(HFBackend(str(tiny_model), device="cpu")).generate(asked, params)
+    assert got == expected
+    assert any(stop not in t and len(t) < len(f) for (t,), (f,) in zip(got, free, strict=True))
+
+
+def test_seeded_sampling_in_the_loop_is_reproducible(tiny_model):
+    asked, _ = critique_requests("chat")
+    params = SamplingParams(max_new_tokens=8, temperature=0.8, top_p=0.9, top_k=20, seed=3)
+    backend = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    first = backend.generate(asked, params)
+    assert backend.generate(asked, params) == first
+    assert len({text for (text,) in first}) > 1

@@ -14,8 +14,9 @@ from typing import Any
 
 from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
+from caitool.backends.hf import decode
 from caitool.backends.hf.batching import forward_kwargs, run_in_batches
-from caitool.backends.hf.prefix_cache import PrefixCache, common_prefix
+from caitool.backends.hf.prefix_cache import BatchInputs, PrefixCache, common_prefix
 from caitool.errors import CaitoolError
 from caitool.render import Prompt, adds_special_tokens, has_chat_template, prompt_text, split_options
 
@@ -56,15 +57,18 @@ class HFBackend(Backend):
     Options = HFOptions
     loads_models = True
 
-    def __init__(self, model: str, reuse_prefix: bool = True, **options: Any):
-        """``reuse_prefix`` is off only to measure what sharing the few-shot prefix saves
-        (``make bench``); it is no option a user sets."""
+    def __init__(self, model: str, reuse_prefix: bool = True, drop_finished: bool = True,
+                 **options: Any):
+        """``reuse_prefix`` and ``drop_finished`` are off only to measure what sharing the
+        few-shot prefix and dropping finished rows save (``make bench``); they are no
+        options a user sets."""
         super().__init__(model, **options)
         check_model_path(model)
         self.device_name = self.options.device
         self.dtype_name = self.options.dtype
         self.max_batch_size = self.options.max_batch_size
         self.reuse_prefix = reuse_prefix
+        self.drop_finished = drop_finished
         self._model = None
         self._tokenizer = None
         self._prefix_cache: PrefixCache | None = None
@@ -185,6 +189,11 @@ class HFBackend(Backend):
         with torch.inference_mode(), batch.attending():
             if params.n > 1:
                 batch = batch.for_samples(self.hf_model, params.n)
+            if self.drop_finished:
+                new_tokens = self._sample(batch, params)
+                if new_tokens is not None:
+                    texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                    return [cut_at_stop(text, params.stop).strip() for text in texts]
             if batch.cache is not None:
                 kwargs["cache"] = batch.cache
             if batch.positions is not None:
@@ -193,6 +202,20 @@ class HFBackend(Backend):
         new_tokens = output[:, batch.ids.shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(text, params.stop).strip() for text in texts]
+
+    def _sample(self, batch: BatchInputs, params: SamplingParams) -> list[list[int]] | None:
+        """Generation in which finished rows leave the batch (:mod:`.decode`); None for a
+        model whose cache cannot drop rows, which then runs ``generate()``."""
+        from transformers import DynamicCache
+
+        model = self.hf_model
+        cache = batch.cache if batch.cache is not None else DynamicCache(config=model.config)
+        if not decode.supports(cache):
+            return None
+        positions = batch.positions if batch.positions is not None \
+            else (batch.mask.cumsum(-1) - 1).clamp(min=0)
+        return decode.sample(model, self.tokenizer, batch.ids, batch.mask, positions, cache,
+                             batch.cached, params)
 
     # -- option scoring --------------------------------------------------------------------
 
