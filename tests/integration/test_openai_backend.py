@@ -25,7 +25,7 @@ from caitool.backends.openai import scoring
 from caitool.backends.registry import create
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
-from helpers import caitool, jsonl, records, shell
+from helpers import MINI, caitool, jsonl, records, shell
 
 SECRET = "sk-test-secret-123"
 
@@ -446,3 +446,222 @@ def test_top_k_and_repetition_penalty_are_sent_only_when_asked_for(faulty):
     asked, plain = faulty.bodies
     assert asked["top_k"] == 40 and asked["repetition_penalty"] == 1.3
     assert "top_k" not in plain and "repetition_penalty" not in plain
+
+
+# -- a server whose answers are odd on purpose ---------------------------------------------
+
+
+def _chat_answer(lp_a=-0.2, lp_b=-1.8, **position):
+    """A chat completion whose first token is scored, as vLLM answers a scoring request."""
+    first = {"token": "A", "logprob": lp_a,
+             "top_logprobs": [{"token": "A", "logprob": lp_a}, {"token": "B", "logprob": lp_b}],
+             **position}
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "A"},
+                         "logprobs": {"content": [first]}}]}
+
+
+# Each answer is malformed in one way; the backend must fail the request with the reason.
+ODD = {
+    "@intcontent": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": 5}}]},
+                    "choice 0's text is not a string: 5"),
+    "@strindex": ({"choices": [{"index": "1", "message": {"role": "assistant", "content": "a"}},
+                               {"index": 0, "message": {"role": "assistant", "content": "b"}}]},
+                  "choice 0's index is not a whole number: '1'"),
+    "@nochoice": ({"choices": [7]}, "choice 0 is not an object: 7"),
+    "@nondict": ({"choices": [{"index": 0, "message": {"role": "assistant", "content": "A"},
+                               "logprobs": {"content": [5, "x"]}}]},
+                 "a log-probability entry is not an object: 5"),
+    "@badtop": (_chat_answer(top_logprobs=["A", -0.1]),
+                    "a top log-probability entry is not a token and a number: 'A'"),
+    "@strlp": (_chat_answer(lp_a="abc"), "a log-probability is not a number: 'abc'"),
+    "@big": (_chat_answer(lp_a=1000), "a log-probability is above 0: 1000"),
+    "@nan": (_chat_answer(lp_a=math.nan), "a log-probability is NaN"),
+    "@inf": (_chat_answer(lp_b=math.inf), "a log-probability is above 0: inf"),
+    "@listlp": (_chat_answer(lp_a=[1]), "a log-probability is not a number: [1]"),
+}
+
+
+class Odd:
+    """Answers by a marker anywhere in the request (``@intcontent``, ... see ODD): a
+    malformed answer; ``@fail``: 500 until healed; ``@echo``: a 500, ``@echo401`` a 401,
+    whose message echoes the request's headers; else a good scoring answer (or "ok")."""
+
+    def __init__(self):
+        self.hits: Counter[str] = Counter()
+        self.bodies: list[dict] = []
+        self.auth: list[str] = []
+        self.healed = False
+        odd = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                odd.bodies.append(body)
+                odd.auth.append(self.headers.get("Authorization", ""))
+                text = json.dumps(body)
+                marker = next((m for m in (*ODD, "@fail", "@echo401", "@echo") if m in text),
+                              "ok")
+                odd.hits[marker] += 1
+                if marker in ODD:
+                    return self._send(200, ODD[marker][0])
+                if marker == "@fail" and not odd.healed:
+                    return self._send(500, {"error": {"message": "internal trouble"}})
+                if marker.startswith("@echo"):
+                    echoed = "you sent " + json.dumps(dict(self.headers))
+                    return self._send(401 if marker == "@echo401" else 500,
+                                      {"error": {"message": echoed}})
+                if "messages" in body:
+                    return self._send(200, _chat_answer())
+                self._send(200, {"choices": [{"index": 0, "text": "ok"}]})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()  # NaN and Infinity as Python writes them
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def odd():
+    server = Odd()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("marker", sorted(ODD))
+def test_a_malformed_answer_fails_its_prompt_after_retries(odd, marker):
+    backend = create("openai", "m", base_url=odd.url, retries=2, backoff=0.01)
+    question = Prompt.chat([{"role": "user", "content": "Which is kinder?"}],
+                           assistant_prefix="The answer is:")
+    odd_one = Prompt.chat([{"role": "user", "content": f"Which is kinder? {marker}"}],
+                          assistant_prefix="The answer is:")
+    with pytest.raises(RequestsFailed) as caught:
+        backend.score([question, odd_one], [[" (A)", " (B)"]] * 2)
+    failures, results = caught.value.failures, caught.value.results
+    assert set(failures) == {1} and failures[1].startswith(ODD[marker][1])
+    assert results[0].method == "logprobs" and results[1] is None
+    assert results[0].logprobs == pytest.approx([-0.2, -1.8])
+    assert odd.hits[marker] == 3  # one try and two retries
+    assert backend.retried == 2
+    # A malformed answer is no sign that the server lacks log-probabilities.
+    assert backend.logprobs["chat"] is True
+    backend.close()
+
+
+@pytest.mark.parametrize("marker", ["@intcontent", "@strindex", "@nochoice"])
+def test_a_malformed_completion_fails_its_prompt_in_generation(odd, marker):
+    backend = create("openai", "m", base_url=odd.url, retries=0)
+    prompts = [Prompt.raw("Human: ok\n\nAssistant:"), Prompt.chat([{"role": "user", "content": marker}])]
+    with pytest.raises(RequestsFailed) as caught:
+        backend.generate(prompts, SamplingParams(max_new_tokens=4))
+    assert caught.value.failures == {1: ODD[marker][1]}
+    assert caught.value.results[0] == ["ok"]
+    backend.close()
+
+
+def _compare(url: str, *args: str, input: str, env: dict | None = None):
+    return caitool("compare", "--backend", "openai", "--base-url", url, "-m", "m", "-c", MINI,
+                   *args, input=input, check=False, env={**QUICK, **(env or {})}, timeout=120)
+
+
+def test_compare_names_each_record_with_an_odd_answer_and_writes_the_rest(odd):
+    rows = [{"id": "good", "prompt": "Hi", "responses": ["Hello.", "Go away."]}]
+    rows += [{"id": marker[1:], "prompt": "Hi", "responses": ["Hello.", f"Hey {marker}"]}
+             for marker in sorted(ODD)]
+    result = _compare(odd.url, input=jsonl(rows), env={"CAITOOL_RETRIES": "1"})
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr
+    for marker, (_, reason) in ODD.items():
+        assert f"record {marker[1:]} failed: {reason}" in stderr
+        assert odd.hits[marker] == 4  # both orders, each tried twice
+    assert f"{len(ODD)} records failed and were left out of the output" in stderr
+    [row] = records(result.stdout)
+    assert row["id"] == "good" and row["provenance"]["compare"]["method"] == "logprobs"
+    assert 0.5 <= row["p_chosen"] <= 1 and all(math.isfinite(d["p_first"])
+                                               for d in row["judgments"])
+    assert b"NaN" not in result.stdout and b"Infinity" not in result.stdout
+
+
+def test_compare_keeps_the_batch_when_a_record_fails_and_resume_redoes_only_it(odd, tmp_path):
+    rows = [{"id": "r1", "prompt": "Hi", "responses": ["Hello.", "Go away."]},
+            {"id": "r2", "prompt": "Hi", "responses": ["Hello.", "Hey @fail"]},
+            # Pairs (0, 2), (1, 2) and (2, 3) fail; (0, 3) and (1, 3) are written; (0, 1)
+            # is judged but held back, so that the record stays undone for --resume.
+            {"id": "r3", "prompt": "Hi", "responses": ["a", "b", "c @fail", "d"]},
+            {"id": "r4", "prompt": "Hi", "responses": ["Sure.", "No."]}]
+    out = tmp_path / "prefs.jsonl"
+    first = _compare(odd.url, "-o", str(out), input=jsonl(rows))
+    stderr = first.stderr.decode()
+    assert first.returncode == 1 and "Traceback" not in stderr
+    assert "record r2 failed: HTTP 500: internal trouble" in stderr
+    assert "record r3 failed: pair 0-2: HTTP 500: internal trouble" in stderr
+    assert "2 records failed and were left out of the output (r2, r3)" in stderr
+    assert [r["id"] for r in records(out.read_text())] == ["r1", "r3:0-3", "r3:1-3", "r4"]
+    # Once the server is well, --resume judges only the pairs that are missing: r2's, and
+    # r3's three failed ones plus its held-back (0, 1), each in two orders.
+    odd.healed = True
+    sent = len(odd.bodies)
+    second = _compare(odd.url, "-o", str(out), "--resume", input=jsonl(rows))
+    assert second.returncode == 0, second.stderr.decode()
+    assert len(odd.bodies) - sent == 2 * (1 + 4)
+    ids = [r["id"] for r in records(out.read_text())]
+    assert ids == ["r1", "r3:0-3", "r3:1-3", "r4", "r2", "r3:0-2", "r3:1-2", "r3:2-3", "r3"]
+
+
+def test_credentials_in_the_url_are_refused_and_never_shown():
+    for url, message in (("http://user:hunter2@127.0.0.1:1/v1", "must not hold credentials"),
+                         ("http://:hunter2@127.0.0.1:1/v1", "must not hold credentials"),
+                         ("http://127.0.0.1:port/v1", "not a valid URL"),
+                         ("http://[::1/v1", "not a valid URL")):
+        result = caitool("generate", "--backend", "openai", "--base-url", url, "-m", "m",
+                         input=jsonl([{"prompt": "hi"}]), check=False, timeout=60)
+        stderr = result.stderr.decode()
+        assert result.returncode == 1 and result.stdout == b"", stderr
+        assert len(stderr.strip().splitlines()) == 1 and message in stderr
+        assert "hunter2" not in stderr
+    with pytest.raises(CaitoolError, match=r"give https://127\.0\.0\.1:1/v1 and put the API key "
+                                           r"in \$MY_KEY"):
+        create("openai", "m", base_url="https://me:pw@127.0.0.1:1/v1", api_key_env="MY_KEY")
+
+
+def test_headers_echoed_by_the_server_are_redacted(odd):
+    for prompt, fatal in (("@echo", False), ("@echo401", True)):
+        result = caitool("generate", "--backend", "openai", "--base-url", odd.url, "-m", "m",
+                         input=jsonl([{"prompt": prompt}]), check=False,
+                         env={**QUICK, "OPENAI_API_KEY": SECRET}, timeout=120)
+        stderr = result.stderr.decode()
+        assert result.returncode == 1 and "Traceback" not in stderr
+        assert "you sent" in stderr and '"authorization": "***"' in stderr.lower()
+        assert SECRET not in stderr and "Bearer" not in stderr
+        assert ("check the API key in $OPENAI_API_KEY" in stderr) == fatal
+
+
+def test_an_api_key_a_header_cannot_carry_is_one_line_without_the_key(odd):
+    # The HTTP layer would quote the whole header in its error; surrounding whitespace (a
+    # key read from a file) is dropped instead.
+    bad = caitool("generate", "--backend", "openai", "--base-url", odd.url, "-m", "m",
+                  input=jsonl([{"prompt": "hi"}]), check=False,
+                  env={"OPENAI_API_KEY": "sk-line\nbreak-123"}, timeout=60)
+    stderr = bad.stderr.decode()
+    assert bad.returncode == 1 and len(stderr.strip().splitlines()) == 1
+    assert "$OPENAI_API_KEY holds characters an HTTP header cannot carry" in stderr
+    assert "sk-line" not in stderr and "break-123" not in stderr
+    padded = caitool("generate", "--backend", "openai", "--base-url", odd.url, "-m", "m",
+                     input=jsonl([{"prompt": "hi"}]), env={"OPENAI_API_KEY": f" {SECRET}\r\n"},
+                     timeout=60)
+    assert records(padded.stdout)[0]["response"] == "A"
+    assert odd.auth[-1] == f"Bearer {SECRET}"

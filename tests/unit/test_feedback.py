@@ -120,6 +120,63 @@ def test_resume_redoes_no_pair(tmp_path):
     assert [r.get("note") for r in rows[:2]] == ["old", "old"]
 
 
+def test_a_failed_pair_is_named_and_holds_its_record_back():
+    """A pair whose scoring fails for good is left out and its record named; the record's
+    (0, 1) pair, which carries its id, is held back too, so --resume redoes the record."""
+    from caitool import constitution as constitutions
+    from caitool.backends.base import RequestsFailed
+    from caitool.stages.feedback import LabelOptions, compare
+    from caitool.stages.judging import JudgeSettings
+    from caitool.testing.fake import FakeBackend
+
+    class Flaky(FakeBackend):
+        def score(self, prompts, options):
+            scores = super().score(prompts, options)
+            failures = {i: "HTTP 500: down" for i, p in enumerate(prompts)
+                        if "FAIL" in "".join(content for _, content in p.messages or ())}
+            if failures:
+                raise RequestsFailed(failures, [None if i in failures else s
+                                                for i, s in enumerate(scores)])
+            return scores
+
+    rules = constitutions.load("harmless")
+    batch = [dict(PAIRS[0]),
+             {"id": "two", "prompt": "Hi", "responses": ["Hello.", "FAIL"]},
+             {"id": "four", "prompt": "Hi", "responses": ["a", "b", "FAIL", "d"]}]
+    result = compare(Flaky("fake"), rules, batch, JudgeSettings(), LabelOptions())
+    assert result.failed == {"two": "HTTP 500: down", "four": "pair 0-2: HTTP 500: down"}
+    assert [r["id"] for r in result.records] == ["egg", "four:0-3", "four:1-3"]
+    # Resumed with those written, only the missing pairs are judged, the record's id last.
+    backend = FakeBackend("fake")
+    again = compare(backend, rules, batch[2:], JudgeSettings(), LabelOptions(),
+                    skip_ids={"four:0-3", "four:1-3"})
+    assert [r["id"] for r in again.records] == ["four:0-2", "four:1-2", "four:2-3", "four"]
+    assert len(backend.calls[0].prompts) == 4 * 2 and again.failed == {}
+
+
+def test_cot_reasoning_that_fails_names_the_record(tmp_path):
+    script = tmp_path / "judge.json"
+    script.write_text('{"fail_on": "FAIL"}')
+    rows = [PAIRS[0], {"id": "bad", "prompt": "Hi", "responses": ["Hello.", "FAIL"]}, PAIRS[1]]
+    result = run_cli("compare", "--backend", "fake", "-m", script, "--cot", input=jsonl(rows))
+    stderr = result.stderr.decode()
+    assert result.returncode == 1
+    assert "record bad failed: scripted failure" in stderr
+    assert [r["id"] for r in records(result.stdout)] == ["egg", "bike"]
+
+
+def test_scores_that_are_not_numbers_never_reach_a_label(tmp_path):
+    for scores in ("[NaN, -1.0]", "[Infinity, Infinity]"):
+        script = tmp_path / "judge.json"
+        script.write_text(f'{{"scores": {scores}}}')
+        result = run_cli("compare", "--backend", "fake", "-m", script, input=jsonl(PAIRS))
+        stderr = result.stderr.decode()
+        assert result.returncode == 1 and result.stdout == b""
+        assert "record egg failed: the judge's option scores are not log-probabilities" in stderr
+        assert "2 records failed" in stderr
+
+
+
 # -- caitool prefs ---------------------------------------------------------------------------
 
 

@@ -80,3 +80,104 @@ def test_echoed_prompt_log_probabilities_sum_the_option_tokens():
     assert scoring.echo_option_logprob(echo, len(prompt), len(" (A)")) == pytest.approx(-0.875)
     with pytest.raises(scoring.Unsupported):
         scoring.echo_option_logprob({"tokens": None}, len(prompt), 4)
+
+
+def test_log_probabilities_are_checked():
+    assert scoring.logprob(-0.5) == -0.5 and scoring.logprob(-3) == -3.0
+    assert scoring.logprob(1e-6) == 0.0  # rounding above 0 is forgiven
+    assert scoring.logprob(-math.inf) == -math.inf and scoring.logprob(-10**400) == -math.inf
+    for value, reason in ((math.nan, "is NaN"), (1000, "above 0: 1000"),
+                          (math.inf, "above 0: inf"), (10**400, "above 0"),
+                          ("-0.1", "not a number: '-0.1'"), (True, "not a number: True"),
+                          (None, "not a number: None"), ({"lp": 1}, "not a number")):
+        with pytest.raises(client.BadAnswer, match=reason):
+            scoring.logprob(value)
+
+
+def test_malformed_log_probabilities_are_bad_answers_and_missing_ones_unsupported():
+    keys = ["A)", "B)"]
+    for logprobs, reason in (("x", "'logprobs' is not an object"),
+                             ({"content": {"token": "A"}}, "'logprobs.content' is not a list"),
+                             ({"content": [5]}, "entry is not an object: 5"),
+                             ({"content": [{"token": 3, "logprob": -1}]}, "token is not a string"),
+                             ({"content": [{"token": "A", "logprob": "x"}]}, "not a number"),
+                             ({"content": [{"token": "A", "top_logprobs": [["A", -1]]}]},
+                              "top log-probability entry"),
+                             ({"content": [{"token": "A", "top_logprobs": [
+                                 {"token": "B", "logprob": math.nan}]}]}, "NaN")):
+        with pytest.raises(client.BadAnswer, match=reason):
+            scoring.read_chat({"logprobs": logprobs}, "", keys, prefilled=True)
+    for choice in ({}, {"logprobs": None}, {"logprobs": {"content": []}}):
+        with pytest.raises(scoring.Unsupported):
+            scoring.read_chat(choice, "", keys, prefilled=True)
+    # Every candidate -inf: no NaN from the log-sum-exp.
+    scores = scoring.top_logprob_scores({"A": -math.inf, "B": -math.inf}, keys)
+    assert scores == [-math.inf, -math.inf]
+    echo = {"tokens": ["Q", " (", "A", ")"], "token_logprobs": [None, -0.5, -0.25, -0.125],
+            "text_offset": [0, 1, 3, 4]}
+    for broken, reason in (({"token_logprobs": [None, -0.5, "x", -0.1]}, "not a number: 'x'"),
+                           ({"token_logprobs": [None, 1000, -1, -1]}, "above 0"),
+                           ({"text_offset": [0, 1, "3", 4]}, "offset is not a whole number"),
+                           ({"tokens": ["Q", 5, "A", ")"]}, "token is not a string"),
+                           ({"tokens": ["Q", " ("]}, "differ in number"),
+                           ({"tokens": "Q (A)"}, "is not a list")):
+        with pytest.raises(client.BadAnswer, match=reason):
+            scoring.echo_option_logprob({**echo, **broken}, 1, 4)
+    assert scoring.echo_option_logprob(echo, 1, 4) == pytest.approx(-0.875)
+
+
+def test_answer_choices_are_checked():
+    good = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}},
+                        {"text": "x"}]}
+    assert client.answer_choices(good) == good["choices"]
+    for payload, reason in (({}, "no 'choices'"), ({"choices": []}, "no 'choices'"),
+                            ({"choices": "abc"}, "no 'choices'"),
+                            ({"choices": [None]}, "choice 0 is not an object"),
+                            ({"choices": [{"index": True, "text": "x"}]}, "index is not a whole"),
+                            ({"choices": [{"index": "0", "text": "x"}]}, "index is not a whole"),
+                            ({"choices": [{"message": "hi"}]}, "message is not an object"),
+                            ({"choices": [{"message": {"content": 5}}]}, "text is not a string: 5"),
+                            ({"choices": [{"text": ["x"]}]}, "text is not a string")):
+        with pytest.raises(client.BadAnswer, match=reason):
+            client.answer_choices(payload)
+
+
+def test_credentials_are_redacted_wherever_they_are_echoed():
+    secret = "my-secret-key"
+    echoes = [f'{{"Authorization": "Bearer {secret}", "Host": "h"}}',
+              f"{{'authorization': 'Bearer {secret}'}}",
+              f"Illegal header value b'Bearer {secret}\\n'",
+              "proxy-authorization: Basic dXNlcjpwYXNz",
+              "x-api-key=abc123; next", "api_key: abc123",
+              "Incorrect API key provided: sk-proj-abcdef123456",
+              f"the key {secret} is wrong"]
+    for echo in echoes:
+        cleaned = client.redact(echo, secret)
+        for leaked in (secret, "dXNlcjpwYXNz", "abc123", "sk-proj-abcdef123456"):
+            assert leaked not in cleaned, cleaned
+    assert client.redact('{"Host": "h"}', None) == '{"Host": "h"}'
+    # Redacted before it is cut short, so no prefix of a key survives the cut.
+    detail = client.error_detail({"error": {"message": "x" * 290 + " " + secret}}, "", secret)
+    assert "my-sec" not in detail and len(detail) <= 300
+
+
+def test_base_urls_and_api_keys_are_checked(monkeypatch):
+    with pytest.raises(client.CaitoolError, match="must not hold credentials") as caught:
+        client.split_url("http://me:pw@host/v1")
+    assert "pw" not in str(caught.value)
+    for url in ("http://host:abc/v1", "http://[::1/v1"):
+        with pytest.raises(client.CaitoolError, match="not a valid URL"):
+            client.split_url(url)
+    assert client.safe_url("http://host:abc/v1") == "<invalid URL>"
+    assert client.safe_url("http://u:p@[::1]:8000/v1") == "http://[::1]:8000/v1"
+    monkeypatch.setenv("K", "  sk-abc\n")
+    assert client.read_key("K") == "sk-abc"
+    monkeypatch.setenv("K", "sk-abc\ndef")
+    with pytest.raises(client.CaitoolError, match=r"\$K holds characters") as caught:
+        client.read_key("K")
+    assert "sk-abc" not in str(caught.value)
+    monkeypatch.setenv("K", "")
+    assert client.read_key("K") is None
+    monkeypatch.setenv("CAITOOL_REQUEST_TIMEOUT", "nan")
+    with pytest.raises(client.CaitoolError, match="CAITOOL_REQUEST_TIMEOUT must be a number"):
+        backend.OpenAIBackend("m", base_url="http://127.0.0.1:1/v1")

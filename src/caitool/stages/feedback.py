@@ -17,7 +17,7 @@ from caitool.backends.base import Backend
 from caitool.constitution import Constitution
 from caitool.io.stream import StepResult
 from caitool.schema import add_provenance, conversation, trl_prompt
-from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge, judge_format
+from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge_each, judge_format
 
 Record = dict[str, Any]
 PAIRINGS = ("all", "first")
@@ -101,7 +101,13 @@ def compare(backend: Backend, constitution: Constitution, records: list[Record],
             settings: JudgeSettings, options: LabelOptions,
             skip_ids: set[str] | None = None) -> StepResult:
     """Judge every pair of every record in one batch; one preference record per kept pair.
-    ``skip_ids``: pair ids already written (a resumed run redoes no pair)."""
+    ``skip_ids``: pair ids already written (a resumed run redoes no pair).
+
+    A pair whose judging failed for good is left out and its record named in the result's
+    ``failed``, with the reason. The record's (0, 1) pair, which carries its id, is then
+    held back too, even if it was judged: ``--resume`` counts a record done once its id is
+    written, so the record must stay undone until all its pairs are. Its other pairs that
+    were judged are written, and the resumed run skips them and judges only the rest."""
     jobs: list[tuple[Record, int, int, str]] = []
     for record in records:
         for i, j in pair_indices(len(record["responses"]), options.pairs):
@@ -111,10 +117,17 @@ def compare(backend: Backend, constitution: Constitution, records: list[Record],
     items = [PairItem(id=new_id, messages=conversation(record),
                       first=record["responses"][i], second=record["responses"][j])
              for record, i, j, new_id in jobs]
-    judgments = judge(backend, constitution, items, settings)
+    judgments, failures = judge_each(backend, constitution, items, settings)
+    failed: dict[str, str] = {}
+    for index, reason in sorted(failures.items()):
+        record, i, j, _ = jobs[index]
+        where = "" if (i, j) == (0, 1) else f"pair {i}-{j}: "
+        failed.setdefault(str(record["id"]), where + reason)
     about = provenance(backend, constitution, settings, options) if jobs else {}
     out = []
     for (record, i, j, new_id), judgment in zip(jobs, judgments, strict=True):
+        if judgment is None or (new_id == str(record["id"]) and new_id in failed):
+            continue
         first_chosen, p_chosen, tie = label(judgment, options)
         if tie and options.drop_ties:
             continue
@@ -129,7 +142,7 @@ def compare(backend: Backend, constitution: Constitution, records: list[Record],
         })
         add_provenance(result, "compare", {**about, "method": judgment.method})
         out.append(result)
-    return StepResult(out)
+    return StepResult(out, failed)
 
 
 # -- preferences by construction -----------------------------------------------------------------

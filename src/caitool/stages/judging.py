@@ -11,7 +11,9 @@ the continuations " (A)" and " (B)" are normalised into a probability. Beyond th
   each judgment is clamped (CoT labels are nearly 0 or 1).
 
 Every backend call is batched: all orders and principles of all pairs go to one ``score()``
-call (plus one ``generate()`` call for the reasoning with CoT).
+call (plus one ``generate()`` call for the reasoning with CoT). A pair any of whose requests
+failed for good (a remote server that kept erroring) gets no judgment, only the reason; the
+other pairs of the batch are judged as usual.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from caitool import render
-from caitool.backends.base import Backend, SamplingParams
+from caitool.backends.base import Backend, OptionScores, RequestsFailed, SamplingParams
 from caitool.constitution import ComparisonPrinciple, Constitution
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
@@ -168,9 +171,40 @@ def judge_format(backend: Backend, settings: JudgeSettings) -> render.Format:
 def judge(backend: Backend, constitution: Constitution, items: list[PairItem],
           settings: JudgeSettings) -> list[Judgment]:
     """Batched: all orders and principles of all items go to the backend in one score() call
-    (plus one generate() call for CoT reasoning)."""
+    (plus one generate() call for CoT reasoning). Raises :class:`RequestsFailed` (by item)
+    when some item could not be judged; :func:`judge_each` returns them instead."""
+    judgments, failed = judge_each(backend, constitution, items, settings)
+    if failed:
+        raise RequestsFailed(failed, judgments)
+    return judgments  # type: ignore[return-value]
+
+
+def _unusable(score: OptionScores) -> str | None:
+    """Why a backend's scores cannot make a label (NaN, or +inf), else None."""
+    if any(math.isnan(v) or v == math.inf for v in score.logprobs[:2]):
+        shown = ", ".join(f"{v:g}" for v in score.logprobs[:2])
+        return f"the judge's option scores are not log-probabilities ({shown})"
+    return None
+
+
+def _ask(call: Callable[[], list], live: list[int], failed: dict[int, str],
+         owner: list[int]) -> list:
+    """``call`` on the requests at ``live``; the item of each request that fails for good
+    is added to ``failed`` (its first reason), and that request's result is None."""
+    try:
+        return call()
+    except RequestsFailed as exc:
+        for position, reason in sorted(exc.failures.items()):
+            failed.setdefault(owner[live[position]], reason)
+        return exc.results
+
+
+def judge_each(backend: Backend, constitution: Constitution, items: list[PairItem],
+               settings: JudgeSettings) -> tuple[list[Judgment | None], dict[int, str]]:
+    """Like :func:`judge`, but an item whose requests failed for good gets None and its
+    reason (by index in ``failed``), and the other items are judged as usual."""
     if not items:
-        return []
+        return [], {}
     settings.check(constitution)
     fmt = judge_format(backend, settings)
     clamp = settings.effective_clamp()
@@ -182,20 +216,35 @@ def judge(backend: Backend, constitution: Constitution, items: list[PairItem],
                                          request.principle, first, second, fmt,
                                          reasoning=reasoning, cot=settings.cot)
 
+    owner = [request.item for request in requests]
+    failed: dict[int, str] = {}
     reasonings: list[str | None] = [None] * len(requests)
     if settings.cot:
         params = SamplingParams(max_new_tokens=settings.max_new_tokens,
                                 temperature=settings.temperature, n=1,
                                 stop=render.reasoning_stop(constitution),
                                 seed=_reasoning_seed(settings.seed, items))
-        outputs = backend.generate([prompt(r) for r in requests], params)
-        reasonings = [samples[0].strip() for samples in outputs]
-    final = [prompt(r, reasoning) for r, reasoning in zip(requests, reasonings, strict=True)]
-    scores = backend.score(final, [list(render.OPTIONS) for _ in requests])
+        every = list(range(len(requests)))
+        outputs = _ask(lambda: backend.generate([prompt(r) for r in requests], params),
+                       every, failed, owner)
+        reasonings = [samples[0].strip() if samples else None for samples in outputs]
+    live = [k for k, request in enumerate(requests) if request.item not in failed]
+    scores: list[OptionScores | None] = [None] * len(requests)
+    if live:
+        got = _ask(lambda: backend.score([prompt(requests[k], reasonings[k]) for k in live],
+                                         [list(render.OPTIONS) for _ in live]),
+                   live, failed, owner)
+        for k, score in zip(live, got, strict=True):
+            scores[k] = score
+            why = _unusable(score) if score is not None else "no scores came back"
+            if why:
+                failed.setdefault(owner[k], why)
 
     per_item: list[list[tuple[_Request, float, str | None]]] = [[] for _ in items]
     methods: list[set[str]] = [set() for _ in items]
     for request, reasoning, score in zip(requests, reasonings, scores, strict=True):
+        if request.item in failed or score is None:
+            continue
         p_a = normalise(score.logprobs[0], score.logprobs[1])
         # Order "ba" shows the second response as (A): (B) is the first response.
         p_first = p_a if request.order == "ab" else 1.0 - p_a
@@ -204,8 +253,11 @@ def judge(backend: Backend, constitution: Constitution, items: list[PairItem],
         per_item[request.item].append((request, _clamp(p_first, clamp), reasoning))
         methods[request.item].add(score.method)
 
-    judgments = []
-    for entries, used in zip(per_item, methods, strict=True):
+    judgments: list[Judgment | None] = []
+    for index, (entries, used) in enumerate(zip(per_item, methods, strict=True)):
+        if index in failed:
+            judgments.append(None)
+            continue
         details = []
         picks: dict[str, dict[str, int]] = {}
         for request, p_first, reasoning in entries:
@@ -219,4 +271,4 @@ def judge(backend: Backend, constitution: Constitution, items: list[PairItem],
         p_first = sum(d["p_first"] for d in details) / len(details)
         method = "sampled" if "sampled" in used else "logprobs"
         judgments.append(Judgment(p_first=p_first, details=details, agree=agree, method=method))
-    return judgments
+    return judgments, failed

@@ -15,22 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from caitool.backends.base import Backend, OptionScores, RequestsFailed, SamplingParams, cut_at_stop
 from caitool.backends.openai import scoring
 from caitool.backends.openai.client import (
     BadAnswer,
+    answer_choices,
     cancel_pending,
     env_number,
     error_detail,
     is_refusal,
     is_unreachable,
+    read_key,
+    redact,
     safe_url,
     sdk_client,
+    split_url,
 )
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
@@ -59,9 +63,7 @@ class OpenAIOptions:
         if not self.base_url:
             raise CaitoolError("the openai backend needs --base-url (e.g. "
                                "http://127.0.0.1:8000/v1) or CAITOOL_BASE_URL")
-        url = urlsplit(self.base_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise CaitoolError(f"--base-url must be an http(s) URL, not '{safe_url(self.base_url)}'")
+        split_url(self.base_url, self.api_key_env)
         if self.concurrency < 1:
             raise CaitoolError("--concurrency must be at least 1")
         self.timeout = env_number(TIMEOUT_ENV, 600.0, float) if self.timeout is None else self.timeout
@@ -81,7 +83,7 @@ class OpenAIBackend(Backend):
         self.score_samples = max(1, self.options.score_samples)
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._secret: str | None = None
+        self._secret = read_key(self.options.api_key_env)
         self._headers: dict[str, Any] = {}
         self._warned: set[str] = set()
         # What the server turned out to honour: None until known.
@@ -97,7 +99,6 @@ class OpenAIBackend(Backend):
         if self._client is None:
             import openai
 
-            self._secret = os.environ.get(self.options.api_key_env) or None
             # Local servers need no key, but the SDK insists on one: a placeholder that is
             # never sent, because every request then omits the Authorization header.
             self._headers = {} if self._secret else {"Authorization": openai.omit}
@@ -111,7 +112,7 @@ class OpenAIBackend(Backend):
                        f"{self.options.retries} times; further retries are not reported)")
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        return redact(text, self._secret)
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -151,6 +152,11 @@ class OpenAIBackend(Backend):
         finally:
             loop.close()
 
+    def _backoff(self, attempt: int) -> float:
+        """The SDK's schedule: doubling from the first backoff, at most 16 times it, less up
+        to 25% for jitter."""
+        return self.options.backoff * min(2.0 ** attempt, 16.0) * (1 - 0.25 * random.random())
+
     def _reason(self, exc: BaseException) -> str:
         """One line for a request that failed for good."""
         import openai
@@ -161,7 +167,7 @@ class OpenAIBackend(Backend):
             why = str(exc.__cause__ or exc) or type(exc.__cause__).__name__
             return self._redact(f"cannot reach {safe_url(self.base_url)}: {why}")
         if isinstance(exc, openai.APIStatusError):
-            detail = self._redact(error_detail(exc.body, exc.response.text))
+            detail = error_detail(exc.body, exc.response.text, self._secret)
             return f"HTTP {exc.status_code}: {detail}" if detail else f"HTTP {exc.status_code}"
         return self._redact(str(exc))
 
@@ -182,15 +188,16 @@ class OpenAIBackend(Backend):
         except ValueError:  # a 200 whose body is not JSON, as the SDK parses it
             raise BadAnswer("the server answered with invalid JSON") from None
         payload = response.to_dict(warnings=False) if hasattr(response, "to_dict") else None
-        if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
-            raise BadAnswer("the server's answer has no 'choices'")
+        answer_choices(payload)
         return payload
 
     async def run_all(self, jobs: list[Callable[[], Awaitable[Any]]]
                       ) -> tuple[list[Any], dict[int, str]]:
         """Run jobs ``concurrency`` at a time; a job whose request fails for good is a
-        failure at its index. When every job fails in a way that is not about one request
-        (connection refused, the same 4xx everywhere), the whole batch fails with that reason."""
+        failure at its index. An answer that is no completion (:class:`BadAnswer`) is
+        retried as the SDK retries a 5xx (the SDK takes any 200 as it is). When every job
+        fails in a way that is not about one request (connection refused, the same 4xx
+        everywhere), the whole batch fails with that reason."""
         import openai
 
         results: list[Any] = [None] * len(jobs)
@@ -200,11 +207,21 @@ class OpenAIBackend(Backend):
 
         async def run(index: int, job: Callable[[], Awaitable[Any]]) -> None:
             async with slots:
-                try:
-                    results[index] = await job()
-                except (openai.APIError, BadAnswer) as exc:
-                    failures[index] = self._reason(exc)
-                    errors.append(exc)
+                for attempt in range(self.options.retries + 1):
+                    try:
+                        results[index] = await job()
+                        return
+                    except BadAnswer as exc:
+                        failure: BaseException = exc
+                        if attempt < self.options.retries:
+                            self._note_retry()
+                            await asyncio.sleep(self._backoff(attempt))
+                            continue
+                    except openai.APIError as exc:
+                        failure = exc
+                    failures[index] = self._reason(failure)
+                    errors.append(failure)
+                    return
 
         # A fatal error ends the gather; _run then cancels the jobs still in flight.
         await asyncio.gather(*(run(i, job) for i, job in enumerate(jobs)))
@@ -265,8 +282,8 @@ class OpenAIBackend(Backend):
     @staticmethod
     def _texts(choices: list[dict[str, Any]], stop: list[str]) -> list[str]:
         texts = []
-        for choice in sorted((c for c in choices if isinstance(c, dict)),
-                             key=lambda c: c.get("index") or 0):
+        # Checked by answer_choices: objects with whole-number indices and text or None.
+        for choice in sorted(choices, key=lambda c: c.get("index") or 0):
             message = choice.get("message")
             text = message.get("content") if isinstance(message, dict) else choice.get("text")
             texts.append(cut_at_stop(text or "", stop).strip())

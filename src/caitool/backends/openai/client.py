@@ -8,7 +8,9 @@ changes, a server that was never reached, an answer that is no completion.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,25 +23,105 @@ TRANSIENT_4XX = (408, 409, 429)
 # The SDK's own first backoff (openai._constants.INITIAL_RETRY_DELAY); ours scales it.
 SDK_FIRST_BACKOFF = 0.5
 
+# What a server, a proxy or the HTTP layer may echo of a request's credentials: bearer and
+# basic tokens, header-like "authorization: ..." pairs, and OpenAI-style keys.
+SECRETS = (
+    (re.compile(r"(?i)\b((?:proxy-)?authorization|(?:x-)?api[-_]?key|cookie)([\"']?\s*[:=]\s*[\"']?)"
+                r"[^\"',;}\]\n]+"), r"\1\2***"),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;}\]]+"), r"\1 ***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-***"),
+)
+
+
 class BadAnswer(Exception):
     """The server answered 200 with something that is not a completion."""
 
 
+def short(value: Any) -> str:
+    """A value from a server's answer, for a message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def answer_choices(payload: Any) -> list[dict[str, Any]]:
+    """A completion's choices, each checked for what caitool reads of it (its index and its
+    text), so that an odd answer is a failed request with the reason, not a crash."""
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise BadAnswer("the server's answer has no 'choices'")
+    for number, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise BadAnswer(f"choice {number} is not an object: {short(choice)}")
+        index = choice.get("index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise BadAnswer(f"choice {number}'s index is not a whole number: {short(index)}")
+        message = choice.get("message")
+        if message is not None and not isinstance(message, dict):
+            raise BadAnswer(f"choice {number}'s message is not an object: {short(message)}")
+        text = message.get("content") if message is not None else choice.get("text")
+        if text is not None and not isinstance(text, str):
+            raise BadAnswer(f"choice {number}'s text is not a string: {short(text)}")
+    return choices
+
+
+def split_url(url: str, key_env: str = "OPENAI_API_KEY") -> Any:
+    """The parts of an http(s) URL, or one line saying what is wrong with it (never the
+    credentials it may hold, so not the parser's message, which can quote them)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:
+        raise CaitoolError("--base-url is not a valid URL (check its host and port)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CaitoolError(f"--base-url must be an http(s) URL, not '{safe_url(url)}'")
+    if parts.username is not None or parts.password is not None:
+        # The SDK would send them as the key, silently replacing $OPENAI_API_KEY.
+        raise CaitoolError(f"--base-url must not hold credentials (user:password@): give "
+                           f"{safe_url(url)} and put the API key in ${key_env}")
+    return parts
+
+
 def safe_url(url: str) -> str:
-    """The URL without user:password, for provenance and messages."""
-    parts = urlsplit(url)
+    """The URL without user:password, query or fragment, for provenance and messages."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
     host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    if ":" in host:
+        host = f"[{host}]"
+    if port:
+        host += f":{port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def error_detail(body: Any, text: str) -> str:
-    """One line from an error response: OpenAI's error.message, FastAPI's detail, or text."""
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the API key and anything that looks like a credential masked."""
+    if secret:
+        text = text.replace(secret, "***")
+    for pattern, masked in SECRETS:
+        text = pattern.sub(masked, text)
+    return text
+
+
+def read_key(variable: str) -> str | None:
+    """The API key from ``$variable`` (surrounding whitespace dropped), or None. A key that an
+    HTTP header cannot carry is refused here: the HTTP layer would echo it in its error."""
+    key = (os.environ.get(variable) or "").strip()
+    if any(not " " <= char <= "~" for char in key):
+        raise CaitoolError(f"the API key in ${variable} holds characters an HTTP header cannot "
+                           "carry (a line break, a control or non-ASCII character)")
+    return key or None
+
+
+def error_detail(body: Any, text: str, secret: str | None = None) -> str:
+    """One line from an error response: OpenAI's error.message, FastAPI's detail, or text;
+    redacted before it is cut short, so that no part of a credential is left."""
     detail = body.get("error", body) if isinstance(body, dict) else None
     if isinstance(detail, dict):
         detail = detail.get("message") or detail.get("detail")
-    return " ".join(str(detail or text).split())[:300]
+    return redact(" ".join(str(detail or text).split()), secret)[:300]
 
 
 def env_number(name: str, default: float, cast: Callable[[str], float]) -> float:
@@ -47,9 +129,12 @@ def env_number(name: str, default: float, cast: Callable[[str], float]) -> float
     if value in (None, ""):
         return default
     try:
-        return cast(value)
+        number = cast(value)
     except ValueError:
-        raise CaitoolError(f"{name} must be a number, not '{value}'") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise CaitoolError(f"{name} must be a number, not '{value}'")
+    return number
 
 
 def is_refusal(exc: BaseException) -> bool:

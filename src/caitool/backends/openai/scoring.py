@@ -9,7 +9,10 @@
   the option each one picks is counted.
 
 Whether the server gives log-probabilities is learnt from the first prompt of each kind and
-remembered on the backend; the backend sends the requests.
+remembered on the backend; the backend sends the requests. An answer without log-
+probabilities means the server gives none (then answers are sampled); one whose log-
+probabilities are malformed (not numbers, NaN, above 0, entries that are no objects) is a
+:class:`BadAnswer`, retried and then a failed request, so no odd number reaches a label.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from caitool.backends.base import OptionScores, SamplingParams
+from caitool.backends.openai.client import BadAnswer, short
 from caitool.render import Prompt
 
 if TYPE_CHECKING:
@@ -31,6 +35,8 @@ SCORE_MAX_TOKENS = 16
 # Added to every count when turning sampled answers into probabilities, so an option that
 # was never sampled keeps a finite log-probability.
 SMOOTHING = 0.5
+# Rounding can put a near-certain token's log-probability a hair above 0; more is an error.
+LOGPROB_SLACK = 1e-4
 
 
 class Unsupported(Exception):
@@ -98,6 +104,29 @@ async def try_logprobs(backend: OpenAIBackend, prompt: Prompt, options: list[str
     return OptionScores(scores, "logprobs")
 
 
+def logprob(value: Any) -> float:
+    """A server's log-probability as a float <= 0 (-inf allowed: probability 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadAnswer(f"a log-probability is not a number: {short(value)}")
+    if value != value:  # noqa: PLR0124 - NaN; math.isnan overflows on a huge int
+        raise BadAnswer("a log-probability is NaN")
+    if value > LOGPROB_SLACK:
+        raise BadAnswer(f"a log-probability is above 0: {short(value)}")
+    try:
+        return min(float(value), 0.0)
+    except OverflowError:  # an integer below -1e308
+        return -math.inf
+
+
+def _field(container: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    """``container[key]``: None when absent or null, else checked to be a ``kind``."""
+    value = container.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise BadAnswer(f"{what} is not {'a list' if kind is list else 'an object'}: "
+                        f"{short(value)}")
+    return value
+
+
 # -- echo: raw prompts ---------------------------------------------------------------------
 
 
@@ -109,8 +138,8 @@ async def echo_score(backend: OpenAIBackend, text: str, option: str) -> float:
 
 
 def read_echo(choice: dict[str, Any], text: str, option: str) -> float:
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
+    logprobs = _field(choice, "logprobs", dict, "'logprobs'")
+    if logprobs is None:
         raise Unsupported("no log-probabilities in the answer")
     if not str(choice.get("text") or "").startswith(text + option):
         raise Unsupported("the prompt was not echoed")
@@ -120,19 +149,26 @@ def read_echo(choice: dict[str, Any], text: str, option: str) -> float:
 def echo_option_logprob(logprobs: dict[str, Any], prompt_chars: int, option_chars: int) -> float:
     """Sum of the option's token log-probabilities from a completions ``echo`` answer: the
     tokens that overlap characters [prompt_chars, prompt_chars + option_chars)."""
-    tokens = logprobs.get("tokens")
-    values = logprobs.get("token_logprobs")
-    offsets = logprobs.get("text_offset")
-    if not tokens or not values or not offsets or not len(tokens) == len(values) == len(offsets):
+    tokens = _field(logprobs, "tokens", list, "'logprobs.tokens'")
+    values = _field(logprobs, "token_logprobs", list, "'logprobs.token_logprobs'")
+    offsets = _field(logprobs, "text_offset", list, "'logprobs.text_offset'")
+    if not tokens or not values or not offsets:
         raise Unsupported("no echoed prompt log-probabilities")
+    if not len(tokens) == len(values) == len(offsets):
+        raise BadAnswer("the echoed tokens, log-probabilities and offsets differ in number")
     end = prompt_chars + option_chars
     total = 0.0
     counted = 0
     for token, value, offset in zip(tokens, values, offsets, strict=True):
+        if not isinstance(token, str):
+            raise BadAnswer(f"an echoed token is not a string: {short(token)}")
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise BadAnswer(f"an echoed offset is not a whole number: {short(offset)}")
+        number = None if value is None else logprob(value)
         if offset < end and offset + max(len(token), 1) > prompt_chars:
-            if value is None:
+            if number is None:
                 raise Unsupported("no log-probability for an option token")
-            total += value
+            total += number
             counted += 1
     if not counted:
         raise Unsupported("the option's tokens are missing from the echo")
@@ -167,8 +203,8 @@ async def chat_scores(backend: OpenAIBackend, prompt: Prompt, options: list[str]
 
 
 def read_chat(choice: dict[str, Any], shared: str, keys: list[str], prefilled: bool) -> list[float]:
-    logprobs = choice.get("logprobs")
-    positions = logprobs.get("content") if isinstance(logprobs, dict) else None
+    logprobs = _field(choice, "logprobs", dict, "'logprobs'")
+    positions = _field(logprobs, "content", list, "'logprobs.content'") if logprobs else None
     if not positions:
         raise Unsupported("no log-probabilities in the answer")
     scores = chat_logprob_scores(positions, "" if prefilled else shared, keys, prefilled)
@@ -179,6 +215,8 @@ def read_chat(choice: dict[str, Any], shared: str, keys: list[str], prefilled: b
 
 def logsumexp(values: list[float]) -> float:
     top = max(values)
+    if top == -math.inf:
+        return top
     return top + math.log(sum(math.exp(v - top) for v in values))
 
 
@@ -209,11 +247,10 @@ def chat_logprob_scores(positions: list[dict[str, Any]], shared: str, keys: list
     written = ""
     anchor = shared.strip()
     for index, position in enumerate(positions):
-        token = position.get("token") or ""
-        candidates = {c["token"]: c["logprob"] for c in position.get("top_logprobs") or []
-                      if isinstance(c, dict) and "token" in c and c.get("logprob") is not None}
-        if position.get("logprob") is not None:
-            candidates.setdefault(token, position["logprob"])
+        token, value, top = _position(position)
+        candidates = dict(top)
+        if value is not None:
+            candidates.setdefault(token, value)
         if prefilled and index == 0:
             return top_logprob_scores(candidates, keys) if candidates else None
         starts_option = token.strip() and any(
@@ -222,6 +259,25 @@ def chat_logprob_scores(positions: list[dict[str, Any]], shared: str, keys: list
             return top_logprob_scores(candidates, keys)
         written += token
     return None
+
+
+def _position(position: Any) -> tuple[str, float | None, list[tuple[str, float]]]:
+    """One generated position of a chat answer, checked: its token, that token's
+    log-probability, and the top tokens with theirs (entries without a number are left out)."""
+    if not isinstance(position, dict):
+        raise BadAnswer(f"a log-probability entry is not an object: {short(position)}")
+    token = position.get("token")
+    if token is not None and not isinstance(token, str):
+        raise BadAnswer(f"a token is not a string: {short(token)}")
+    value = position.get("logprob")
+    top = []
+    for entry in _field(position, "top_logprobs", list, "'top_logprobs'") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            raise BadAnswer(f"a top log-probability entry is not a token and a number: "
+                            f"{short(entry)}")
+        if entry.get("logprob") is not None:
+            top.append((entry["token"], logprob(entry["logprob"])))
+    return token or "", None if value is None else logprob(value), top
 
 
 # -- sampled: how often each option is picked ----------------------------------------------
