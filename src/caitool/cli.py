@@ -8,7 +8,9 @@ help, ``EXAMPLE`` is shown under it) or ``app`` (a typer app with sub-commands);
 from __future__ import annotations
 
 import importlib
+import io
 import logging
+import math
 import os
 import pkgutil
 import signal
@@ -23,6 +25,8 @@ from typer._click import exceptions as click_errors
 
 from caitool import __version__, commands, console
 from caitool.errors import CaitoolError
+from caitool.io.jsonl import STDIN_CLOSED
+from caitool.io.output import STDOUT_CLOSED
 
 HELP_OPTIONS = ["-h", "--help"]
 app = typer.Typer(
@@ -86,11 +90,95 @@ def _flags_without_type(command) -> None:
         _flags_without_type(sub)
 
 
+def _finite(check):
+    """A parameter callback that refuses nan and inf (which every float flag parses) before
+    ``check``: no caitool number means anything at either."""
+
+    def callback(ctx, param, value):
+        given = value if isinstance(value, (list, tuple)) else [value]
+        for item in given:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise click_errors.BadParameter(f"{item} is not a finite number", ctx, param)
+        return check(ctx, param, value) if check else value
+
+    return callback
+
+
+def _finite_numbers(command) -> None:
+    for param in command.params:
+        if not getattr(param, "is_flag", False):
+            param.callback = _finite(param.callback)
+    for sub in getattr(command, "commands", {}).values():
+        _finite_numbers(sub)
+
+
 def build_command():
     """The click command behind the typer app, with caitool's help conventions."""
     command = typer.main.get_command(app)
     _flags_without_type(command)
+    _finite_numbers(command)
     return command
+
+
+class _ClosedStream:
+    """Stands in for a standard stream the shell closed (``<&-``, ``>&-``): using it is a
+    one-line error instead of an AttributeError on None, or output silently dropped."""
+
+    closed = True
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def _refuse(self, *args, **kwargs):
+        raise CaitoolError(self.message)
+
+    read = readline = readlines = write = writelines = __iter__ = _refuse
+    buffer = property(_refuse)
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("closed")
+
+    def isatty(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+
+def _reserve(fd: int, mode: int) -> None:
+    """Put /dev/null on a closed descriptor, so that no file this run opens lands on it
+    (where a library's print would write into it)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        spare = os.open(os.devnull, mode)
+        if spare != fd:
+            os.dup2(spare, fd)
+            os.close(spare)
+
+
+def _closed_streams() -> None:
+    """Python sets a standard stream to None when the shell closed it. Reading closed stdin
+    or writing closed stdout is an error when it happens; closed stderr drops messages (as
+    2>/dev/null would) while the data and the exit status stay what they would be."""
+    if sys.stdin is None:
+        _reserve(0, os.O_RDONLY)
+        sys.stdin = _ClosedStream(STDIN_CLOSED)
+    if sys.stdout is None:
+        _reserve(1, os.O_WRONLY)
+        sys.stdout = _ClosedStream(STDOUT_CLOSED)
+    if sys.stderr is None:
+        _reserve(2, os.O_WRONLY)
+        sys.stderr = open(os.devnull, "w")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, like Ctrl-C's KeyboardInterrupt (and, like it,
+    held back while a batch is written)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def _show_library_warnings(command: str) -> None:
@@ -102,12 +190,25 @@ def _show_library_warnings(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _closed_streams()
     # Die quietly when the reader of a pipe goes away (`caitool ... | head`).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     name = _command_name(argv)
     _show_library_warnings(name.removeprefix("caitool").strip())
+    try:
+        sigterm = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        sigterm = None
+    try:
+        _run(argv, name)
+    finally:
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _run(argv: list[str], name: str) -> None:
     try:
         code = build_command().main(args=argv, prog_name="caitool", standalone_mode=False)
         # Outside standalone mode typer returns exit codes instead of exiting; Ctrl-C
@@ -132,5 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print(f"{name}: terminated", file=sys.stderr)
+        sys.exit(143)
     except BrokenPipeError:
         sys.exit(0)

@@ -92,3 +92,50 @@ def test_output_that_stdin_reads_from_is_refused(tmp_path):
     assert result.returncode == 1
     assert f"-o {path} is the input file" in result.stderr.decode()
     assert path.read_text() == jsonl(GOOD)
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_resume_finishes(tiny_model, tmp_path):
+    rows = [{"id": f"t{i}", "prompt": f"Count to {i}."} for i in range(200)]
+    source = tmp_path / "in.jsonl"
+    source.write_text(jsonl(rows))
+    out = tmp_path / "out.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "caitool", "generate", "-m", str(tiny_model),
+                                "--max-new-tokens", "16", "--batch-size", "2", "-o", str(out),
+                                str(source)], stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.exists() or out.stat().st_size == 0):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143
+    assert err.decode().strip().splitlines() == ["caitool generate: terminated"]
+    text = out.read_text()
+    assert text.endswith("\n") and 0 < len(text.splitlines()) < 200
+    assert all(json.loads(line)["id"].startswith("t") for line in text.splitlines())
+    caitool("generate", "--backend", "fake", "-m", "fake", "-o", out, "--resume", source)
+    ids = [r["id"] for r in records(out.read_bytes())]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+
+
+def test_a_full_disk_keeps_whole_lines_and_resume_finishes(tmp_path):
+    import resource
+
+    rows = [{"id": f"f{i}", "prompt": f"Question {i}?"} for i in range(30)]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(jsonl(rows))
+    args = [sys.executable, "-m", "caitool", "generate", "--backend", "fake", "-m", "fake",
+            "--batch-size", "4", "-o", str(out), str(source)]
+
+    def small_disk():  # writes past 2000 bytes fail, as on a full disk, part-way through a batch
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    full = subprocess.run(args, capture_output=True, preexec_fn=small_disk, timeout=120)
+    assert full.returncode == 1
+    err = full.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"cannot write {out}: File too large" in err
+    kept = out.read_bytes()
+    assert kept.endswith(b"\n") and 0 < len(kept) <= 2000
+    assert [r["id"] for r in records(kept)] == [r["id"] for r in rows[:len(records(kept))]]
+    caitool("generate", "--backend", "fake", "-m", "fake", "-o", out, "--resume", source)
+    assert sorted(r["id"] for r in records(out.read_bytes())) == sorted(r["id"] for r in rows)

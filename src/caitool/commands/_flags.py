@@ -42,6 +42,12 @@ class StreamFlags:
     shard: str | None = flag(None, "--shard",
                              help="I/N: process only the I-th of N deterministic shards of the input (1-based).")
 
+    def __post_init__(self) -> None:
+        # Before any model loads: a run that cannot write its output should cost nothing.
+        from caitool.io.jsonl import check_writable
+
+        check_writable(self.output)
+
     def stream_options(self) -> dict[str, Any]:
         """The batch loop's keyword arguments."""
         return {"output": self.output, "batch_size": self.batch_size, "resume": self.resume,

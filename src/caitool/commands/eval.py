@@ -67,7 +67,7 @@ def command(
     with bootstrap confidence intervals per pair, Elo scores per system) and tables on stderr.
     """
     from caitool import constitution as constitutions
-    from caitool.io.jsonl import RecordWriter
+    from caitool.io.jsonl import RecordWriter, check_writable, write_text
     from caitool.stages.evaluate import report as evalreport
     from caitool.stages.evaluate import statistics, systems
     from caitool.stages.judging import JudgeSettings, judge_format
@@ -111,6 +111,11 @@ def command(
             rules[dimension].require_comparisons()
     if plot:
         evalreport.require_matplotlib()
+    # Judging takes long: what cannot be written should fail before it starts.
+    check_writable(output)
+    for flag, path in (("--judgments", judgments), ("--plot", plot)):
+        if path:
+            check_writable(path, flag)
 
     if revisions:
         loaded = systems.revision_systems(revisions)
@@ -144,7 +149,7 @@ def command(
                         "constitutions": {d: rules[d].name for d in dimensions}}
 
     if judgments:
-        with RecordWriter(judgments) as writer:
+        with RecordWriter(judgments, flag="--judgments") as writer:
             for dimension, judged in outcomes.items():
                 writer.write({"dimension": dimension, **o.to_dict()} for o in judged)
     if plot:
@@ -152,15 +157,11 @@ def command(
         console.info(NAME, f"wrote {plot}")
     if not console.quiet():
         evalreport.print_tables(console.stderr, summary, dimensions)
-    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise CaitoolError(f"{output}: {exc.strerror or exc}") from None
-    else:
-        typer.echo(text, nl=False)
+    try:
+        text = json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as exc:  # a NaN statistic would make the summary invalid JSON
+        raise CaitoolError(f"the summary cannot be written as JSON: {exc}") from None
+    write_text(output, text)
 
 
 def _write_requests(model: ModelFlags, rules, pairs, settings, batch_size: int, output: str | None) -> None:
@@ -171,7 +172,7 @@ def _write_requests(model: ModelFlags, rules, pairs, settings, batch_size: int, 
     from caitool.io.jsonl import RecordWriter
     from caitool.stages.evaluate.systems import judge_pair
 
-    with model.create_backend() as backend, RecordWriter(output) as writer:
+    with model.create_backend() as backend, RecordWriter(output, flag="-o") as writer:
         for dimension, constitution in rules.items():
             for a, b, ids in pairs:
                 judge = partial(judge_pair, backend, constitution, a, b, settings=settings,

@@ -7,31 +7,40 @@ downstream command in a pipe starts work before this one ends.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
-
-import jsonlines
+from typing import Any, BinaryIO
 
 from caitool.errors import CaitoolError, InputError
+from caitool.io import values
+from caitool.io.output import RecordWriter, check_writable, lock_holder, stdout_closed, write_text
+
+__all__ = ["RecordWriter", "check_writable", "done_ids", "iter_records", "lock_holder",
+           "parse_line", "same_file", "source_name", "stdout_closed", "write_text"]
 
 Validator = Callable[[dict[str, Any]], "str | None"]
+BOM = b"\xef\xbb\xbf"
+STDIN_CLOSED = "stdin is closed: give a JSONL file, or pipe records in"
 
 
 def source_name(path: str | None) -> str:
     return "<stdin>" if path in (None, "-") else str(path)
 
 
+def stdin_closed() -> bool:
+    return sys.stdin is None or bool(getattr(sys.stdin, "closed", False))
+
+
 @contextmanager
 def open_binary(path: str | None) -> Iterator[BinaryIO]:
     if path in (None, "-"):
+        if stdin_closed():
+            raise CaitoolError(STDIN_CLOSED)
         yield sys.stdin.buffer
         return
     try:
@@ -42,12 +51,16 @@ def open_binary(path: str | None) -> Iterator[BinaryIO]:
         raise CaitoolError(f"{path}: is a directory, not a JSONL file") from None
     except PermissionError:
         raise CaitoolError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CaitoolError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     with handle:
         yield handle
 
 
 def parse_line(raw: bytes, source: str, lineno: int) -> dict[str, Any] | None:
     """One JSONL line as a dict; None for a blank line; InputError otherwise."""
+    if lineno == 1 and raw.startswith(BOM):
+        raw = raw[len(BOM):]  # editors on Windows start UTF-8 files with one
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -55,11 +68,24 @@ def parse_line(raw: bytes, source: str, lineno: int) -> dict[str, Any] | None:
     if not text.strip():
         return None
     try:
-        value = json.loads(text)
+        value = values.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(source, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except values.NotJSON as exc:
+        raise InputError(source, lineno, str(exc)) from None
+    except RecursionError:
+        raise InputError(source, lineno, f"nested deeper than {values.MAX_DEPTH} levels") from None
+    except ValueError:  # Python refuses to parse very long integers
+        raise InputError(source, lineno, "an integer with more than "
+                         f"{values.int_digit_limit()} digits") from None
     if not isinstance(value, dict):
         raise InputError(source, lineno, f"expected a JSON object, got {type(value).__name__}")
+    # Refused here, in any field: a record that could not be written back out whole would
+    # otherwise fail only after its batch was done, or reach the next command as bad UTF-8.
+    if values.suspicious(raw):
+        problem = values.problem(value)
+        if problem:
+            raise InputError(source, lineno, problem)
     return value
 
 
@@ -100,17 +126,25 @@ def count_lines(path: str | None) -> int | None:
 def done_ids(path: str) -> set[str]:
     """Ids already in an output file, dropping a torn last line left by a killed run."""
     file = Path(path)
-    if not file.exists():
+    if not file.is_file():
         return set()
-    data = file.read_bytes()
-    if data and not data.endswith(b"\n"):
-        # A run killed mid-write can leave a partial line; it is redone on resume.
-        file.write_bytes(data[: data.rfind(b"\n") + 1])
+    with open(file, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                # A run killed mid-write can leave a partial line; it is redone on resume.
+                data = file.read_bytes()
+                handle.truncate(data.rfind(b"\n") + 1)
     ids: set[str] = set()
-    with jsonlines.open(path, "r") as reader:
-        for value in reader.iter(type=dict, skip_invalid=True):
-            if "id" in value:
-                ids.add(str(value["id"]))
+    with open(file, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                record = parse_line(raw, path, lineno)
+            except InputError:
+                continue
+            if record is not None and "id" in record:
+                ids.add(str(record["id"]))
     return ids
 
 
@@ -125,69 +159,3 @@ def same_file(a: str | None, b: str) -> bool:
         return os.path.exists(b) and os.path.samefile(a, b)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         return False  # no file behind stdin (a pipe, a test's buffer), or nothing there yet
-
-
-def lock_holder(path: str) -> str | None:
-    """The pid holding a lock on ``path``, from /proc/locks (Linux); None if unknown."""
-    try:
-        inode = os.stat(path).st_ino
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if len(fields) > 5 and fields[5].rsplit(":", 1)[-1] == str(inode):
-                return fields[4]
-    except OSError:
-        pass
-    return None
-
-
-class RecordWriter:
-    """Writes batches of records as whole JSON lines to a file or stdout. A file is locked
-    for the writer's life: a second run on the same output (say two ``--resume`` runs) would
-    write every record twice, so it fails at once instead."""
-
-    def __init__(self, path: str | None = None, append: bool = False):
-        self.path = path
-        if path in (None, "-"):
-            self._handle: TextIO = sys.stdout
-            self._owned = False
-            return
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # Opened for appending, and emptied only once the lock is held: a refused run must
-        # not truncate the file another one is writing.
-        self._handle = open(path, "a", encoding="utf-8")
-        self._owned = True
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.close()
-            holder = lock_holder(path)
-            by = f"process {holder}" if holder else "another process"
-            raise CaitoolError(f"{path} is being written by {by}; wait for it to finish or "
-                               "write to another file") from None
-        if not append:
-            self._handle.truncate(0)
-
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]
-        if not lines:
-            return
-        # Hold Ctrl-C back while a batch is written so that only whole lines reach the output.
-        blocked = hasattr(signal, "pthread_sigmask")
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            self._handle.write("".join(lines))
-            self._handle.flush()
-        finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-    def close(self) -> None:
-        if self._owned:
-            self._handle.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -16,7 +16,15 @@ from typing import Any
 
 from caitool import console
 from caitool.errors import CaitoolError, InputError
-from caitool.io.jsonl import RecordWriter, Validator, count_lines, done_ids, iter_records, same_file
+from caitool.io.jsonl import (
+    RecordWriter,
+    Validator,
+    count_lines,
+    done_ids,
+    iter_records,
+    same_file,
+    source_name,
+)
 from caitool.schema import ensure_id
 
 Record = dict[str, Any]
@@ -37,6 +45,8 @@ class StreamStats:
     written: int = 0
     skipped_invalid: int = 0
     skipped_done: int = 0
+    duplicates: int = 0
+    first_duplicate: str = ""
     seconds: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)
 
@@ -113,18 +123,27 @@ def run(
     part = parse_shard(shard)
     total = None if part else count_lines(input)
 
+    seen: set[str] = set()
+
     def pending() -> Iterator[tuple[int, Record]]:
         for lineno, record in iter_records(input, validate, skip_invalid, skipped):
             stats.read += 1
             record_id = ensure_id(record)
             if not in_shard(record_id, part):
                 continue
+            # An id names one record: --resume skips by id, so a second record with the same
+            # id would be written or not depending on where an earlier run stopped.
+            if record_id in seen:
+                stats.duplicates += 1
+                stats.first_duplicate = stats.first_duplicate or f"{source_name(input)}:{lineno}"
+                continue
+            seen.add(record_id)
             if record_id in finished:
                 stats.skipped_done += 1
                 continue
             yield lineno, record
 
-    with RecordWriter(output, append=resume) as writer:
+    with RecordWriter(output, append=resume, flag="-o") as writer:
         # Read what is done only once the output is ours (the writer holds its lock).
         finished = done_ids(output) if resume else set()
         try:
@@ -132,12 +151,12 @@ def run(
                 shown = 0
                 for batch in _batches(pending(), batch_size):
                     result = process(batch)
-                    for record_id, reason in result.failed.items():
+                    failed = dict(result.failed)
+                    kept = [r for r in result.records if str(r.get("id")) not in failed]
+                    stats.written += writer.write(kept, unwritable=failed)
+                    for record_id, reason in failed.items():
                         console.warn(command, f"record {record_id} failed: {reason}")
-                    stats.failed.update(result.failed)
-                    kept = [r for r in result.records if str(r.get("id")) not in result.failed]
-                    writer.write(kept)
-                    stats.written += len(kept)
+                    stats.failed.update(failed)
                     advance(stats.read - shown)
                     shown = stats.read
         finally:
@@ -147,9 +166,16 @@ def run(
 
 
 def _report(command: str, stats: StreamStats) -> None:
+    if stats.duplicates:
+        many = stats.duplicates > 1
+        console.warn(command, f"{stats.duplicates} record{'s repeat' if many else ' repeats'} "
+                     f"the id of an earlier one and {'were' if many else 'was'} skipped (the "
+                     f"first at {stats.first_duplicate}); give each record its own 'id'")
     summary = f"{stats.written} records written in {stats.seconds:.1f}s"
     if stats.skipped_done:
         summary += f", {stats.skipped_done} already done"
+    if stats.duplicates:
+        summary += f", {stats.duplicates} with a repeated id skipped"
     if stats.skipped_invalid:
         summary += f", {stats.skipped_invalid} invalid lines skipped"
     if stats.failed:
