@@ -110,8 +110,71 @@ def gguf_source(name: str) -> Path | None:
 
 
 def check(name: str) -> None:
-    """Refuse, cheaply and in one line, a name that cannot resolve (converts nothing)."""
+    """Refuse, cheaply and in one line, a name that cannot resolve (converts nothing), or a
+    model directory that cannot load (see :func:`check_directory`)."""
     gguf_source(name)
+    check_directory(name)
+
+
+# Weights transformers would unpickle: caitool loads safetensors only, since unpickling a
+# file can run code, and a pickle that torch's restricted loader refuses is a traceback.
+PICKLE_WEIGHTS = ("pytorch_model", "adapter_model", "tf_model", "flax_model")
+
+
+def check_directory(path: str, name: str | None = None) -> None:
+    """Refuse, in one line and without importing transformers, a model directory whose
+    config.json is not a JSON object or whose weights are pickles only. Anything that is
+    not a directory passes."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return
+    shown = name or path
+    config = directory / "config.json"
+    if config.is_file():
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else _first_line(exc)
+            raise CaitoolError(f"model '{shown}': config.json is not valid JSON ({problem})") from None
+        if not isinstance(data, dict):
+            raise CaitoolError(f"model '{shown}': config.json is not a JSON object")
+    try:
+        names = sorted(entry.name for entry in directory.iterdir())
+    except OSError as exc:
+        raise CaitoolError(f"model '{shown}': cannot read the directory ({_first_line(exc)})") from None
+    if any(n.endswith((".safetensors", ".safetensors.index.json")) for n in names):
+        return
+    pickles = [n for n in names if n.startswith(PICKLE_WEIGHTS)]
+    if pickles:
+        raise CaitoolError(f"model '{shown}' holds its weights only as {pickles[0]}, which caitool "
+                           "does not load (unpickling can run code): save the model with "
+                           "safetensors (save_pretrained does by default)")
+
+
+def check_loadable(path: str, name: str | None = None) -> None:
+    """:func:`check_directory`, then what transformers says of the config and what the
+    safetensors files' headers say, so that a damaged model is one line before any weights
+    are read."""
+    check_directory(path, name)
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        return
+    shown = name or path
+    if (directory / "config.json").is_file():
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(str(directory))
+        except Exception as exc:  # noqa: BLE001 - whatever the config holds, it is the user's file
+            raise CaitoolError(f"model '{shown}': config.json: {_summary(exc)}") from None
+    from safetensors import safe_open
+
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as exc:  # noqa: BLE001 - a cut-off or damaged file
+            raise CaitoolError(f"model '{shown}': {file.name} is damaged ({_summary(exc)})") from None
 
 
 def file_hash(path: Path) -> str:
@@ -157,8 +220,8 @@ def load_tokenizer(name: str):
         if is_complete(final):
             return AutoTokenizer.from_pretrained(final)
         return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-    except (OSError, ValueError, KeyError, NotImplementedError) as exc:
-        raise CaitoolError(f"cannot load the tokenizer of '{name}': {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - damaged tokenizer files raise all kinds
+        raise CaitoolError(f"cannot load the tokenizer of '{name}': {_summary(exc)}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
 
@@ -271,3 +334,10 @@ def convert(source: Path, out: Path) -> None:
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
+
+def _summary(exc: BaseException) -> str:
+    """The first line of an error, with the next when the first only introduces it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,6 +225,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value: Any) -> bool:
+    """A number a float can hold: JSON readers turn ``NaN``, ``Infinity`` and ``1e999`` into
+    floats that no loss survives, and an integer past a float's range cannot be one."""
+    if not _number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _is_text(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
@@ -349,8 +361,8 @@ def check_preference(record: Record) -> str | None:
     if p is not None and (not _number(p) or not 0 <= p <= 1):
         return "'p_chosen' must be a number in [0, 1]"
     margin = record.get("margin")
-    if margin is not None and not _number(margin):
-        return "'margin' must be a number"
+    if margin is not None and not _finite(margin):
+        return "'margin' must be a finite number"
     return None
 
 

@@ -19,8 +19,26 @@ from rich.text import Text
 Record = dict[str, Any]
 
 
+def _label(text: str, limit: int = 80) -> str:
+    """A principle's id as the table shows it: a record may hold any string there."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Words are counted a slice at a time: splitting a 50 MB response whole would hold millions
+# of strings at once.
+_SLICE = 1 << 20
+
+
 def words(text: Any) -> int:
-    return len(text.split()) if isinstance(text, str) else 0
+    if not isinstance(text, str):
+        return 0
+    count = 0
+    for start in range(0, len(text), _SLICE):
+        part = text[start:start + _SLICE]
+        count += len(part.split())
+        if start and not text[start - 1].isspace() and not part[0].isspace():
+            count -= 1  # a word cut in two by the slice was counted twice
+    return count
 
 
 @dataclass
@@ -74,7 +92,8 @@ def table(summary: Summary, label: str) -> Group:
         out.add_row("mean length (words)",
                     f"{summary.words_before / n:.1f} initial -> {summary.words_after / n:.1f} revised")
         out.add_row("rounds", ", ".join(f"{k}: {v}" for k, v in sorted(summary.rounds.items())))
-        out.add_row("principles", ", ".join(f"{p} ({c})" for p, c in summary.principles.most_common(6)))
+        out.add_row("principles", ", ".join(f"{_label(p)} ({c})"
+                                            for p, c in summary.principles.most_common(6)))
     if summary.preferences:
         out.add_row("mean p_chosen", f"{summary.p_chosen / summary.preferences:.3f} over "
                                      f"{summary.preferences} pairs ({summary.ties} ties)")

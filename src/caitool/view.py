@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
-from difflib import SequenceMatcher
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -28,6 +26,9 @@ from rich.table import Table
 from rich.text import Text
 
 from caitool import schema
+from caitool.changes import DELETED as DELETED  # re-exported: how changes are drawn
+from caitool.changes import INSERTED as INSERTED
+from caitool.changes import word_diff
 
 Record = dict[str, Any]
 
@@ -40,13 +41,12 @@ _SHOWN = {
 _METRIC_KEYS = {"step", "global_step", "epoch", "loss", "train_loss", "eval_loss", "reward",
                 "learning_rate"}
 _ROLE_STYLES = {"user": "bold cyan", "assistant": "bold green", "system": "bold magenta"}
-# Words, runs of whitespace and single punctuation marks: the units that a change is shown in.
-_TOKENS = re.compile(r"\s+|\w+|[^\w\s]")
-# Below this similarity a revision is a rewrite, and marking every word would only be noise.
-_REWRITE_RATIO = 0.2
-
-DELETED = "red strike"
-INSERTED = "bold green"
+# Characters of one field drawn, and entries of one list field (responses, rounds,
+# judgments): a line of many megabytes renders in the time of a page, and what is cut is said.
+FIELD_LIMIT = 10_000
+ITEM_LIMIT = 20
+# Nesting drawn in the JSON view of an unknown record.
+DEPTH_LIMIT = 20
 
 
 def kind(record: Record) -> str:
@@ -73,50 +73,6 @@ def _is_metrics(record: Record) -> bool:
     return scalar and bool(_METRIC_KEYS & record.keys())
 
 
-# -- changes between versions --------------------------------------------------------------
-
-
-def word_diff(old: str, new: str, markers: bool = False) -> Text:
-    """``new`` with the words removed from ``old`` struck out and the added words highlighted.
-
-    With ``markers`` (for output without colour) removals read ``[-old-]`` and additions
-    ``{+new+}``, as in ``wdiff``.
-    """
-    before, after = _TOKENS.findall(old), _TOKENS.findall(new)
-    matcher = SequenceMatcher(a=before, b=after, autojunk=False)
-    text = Text()
-    words = SequenceMatcher(a=[t for t in before if not t.isspace()],
-                            b=[t for t in after if not t.isspace()], autojunk=False)
-    if before and after and words.ratio() < _REWRITE_RATIO:
-        text.append("(rewritten) ", style="dim italic")
-        text.append(new)
-        return text
-    # (unchanged text, None) or (removed, added); a change separated from the next one by
-    # whitespace alone is joined to it, so a replaced phrase reads as one change.
-    segments: list[tuple[str, str | None]] = []
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        if op == "equal":
-            segments.append(("".join(after[j1:j2]), None))
-            continue
-        removed, added = "".join(before[i1:i2]), "".join(after[j1:j2])
-        if (len(segments) >= 2 and segments[-1][1] is None and not segments[-1][0].strip()
-                and segments[-2][1] is not None):
-            space = segments.pop()[0]
-            old_removed, old_added = segments.pop()
-            removed = old_removed + space + removed if old_removed or removed else ""
-            added = old_added + space + added if old_added or added else ""
-        segments.append((removed, added))
-    for removed, added in segments:
-        if added is None:
-            text.append(removed)
-            continue
-        if removed:
-            text.append(f"[-{removed}-]" if markers else removed, style=DELETED)
-        if added:
-            text.append(f"{{+{added}+}}" if markers else added, style=INSERTED)
-    return text
-
-
 # -- pieces --------------------------------------------------------------------------------
 
 
@@ -138,19 +94,64 @@ def prompt_panel(record: Record) -> Panel | None:
         return None
     messages = schema.conversation(record)
     if len(messages) == 1 and messages[0]["role"] == "user":
-        return Panel(Text(messages[0]["content"]), title="prompt", title_align="left",
+        return Panel(clipped(messages[0]["content"]), title="prompt", title_align="left",
                      border_style="cyan")
     body = Text()
+    room = FIELD_LIMIT  # the whole conversation is one field
     for i, message in enumerate(messages):
+        if room <= 0:
+            body.append(f"\n\n… {len(messages) - i:,} more messages not shown", style="dim italic")
+            break
         if i:
             body.append("\n\n")
         body.append(f"{message['role']}: ", style=_ROLE_STYLES.get(message["role"], "bold"))
-        body.append(message["content"])
+        body.append_text(clipped(message["content"], room))
+        room -= len(message["content"])
     return Panel(body, title="conversation", title_align="left", border_style="cyan")
 
 
+def clipped(text: str, limit: int = FIELD_LIMIT) -> Text:
+    """``text`` up to ``limit`` characters, and a note of how much more there is."""
+    body = Text(text[:limit])
+    body.append_text(_cut_note(text, limit))
+    return body
+
+
+def _cut_note(text: str, limit: int = FIELD_LIMIT) -> Text:
+    if len(text) <= limit:
+        return Text()
+    return Text(f"\n… {len(text) - limit:,} more characters not shown ({len(text):,} in all)",
+                style="dim italic")
+
+
+def _more(shown: int, total: int, what: str) -> Text:
+    return Text(f"… {total - shown:,} more {what} not shown ({total:,} in all)", style="dim italic")
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` for the JSON view: long strings and lists cut, deep nesting elided."""
+    if isinstance(value, str):
+        if len(value) <= FIELD_LIMIT:
+            return value
+        return value[:FIELD_LIMIT] + f" … [{len(value) - FIELD_LIMIT:,} more characters not shown]"
+    if isinstance(value, (list, dict)) and depth >= DEPTH_LIMIT:
+        return "… [nested deeper: not shown]"
+    if isinstance(value, list):
+        items = [_bounded(item, depth + 1) for item in value[:FIELD_LIMIT // 50]]
+        if len(value) > len(items):
+            items.append(f"… [{len(value) - len(items):,} more items not shown]")
+        return items
+    if isinstance(value, dict):
+        bounded = {key: _bounded(item, depth + 1)
+                   for key, item in list(value.items())[:FIELD_LIMIT // 50]}
+        if len(value) > len(bounded):
+            bounded["…"] = f"[{len(value) - len(bounded):,} more keys not shown]"
+        return bounded
+    return value
+
+
 def text_panel(text: str | Text, title: str, style: str = "bright_black") -> Panel:
-    body = text if isinstance(text, Text) else Text(text)
+    body = text if isinstance(text, Text) else clipped(text)
     if not body.plain.strip():
         body = Text("(empty)", style="dim italic")
     return Panel(body, title=title, title_align="left", border_style=style)
@@ -201,26 +202,31 @@ def _supervised(record: Record, markers: bool) -> list[RenderableType]:
         parts.append(text_panel(as_text(previous), "initial response"))
         previous = as_text(previous)
     for number, entry in enumerate(revisions, start=1):
+        if number > ITEM_LIMIT:
+            parts.append(_more(ITEM_LIMIT, len(revisions), "rounds"))
+            break
         if not isinstance(entry, dict):
             parts.append(text_panel(_compact(entry, 2000), f"round {number}", "yellow"))
             continue
         body = Text()
         body.append("critique\n", style="bold yellow")
         critique = entry.get("critique")
-        body.append(as_text(critique) if critique is not None else "(none)")
+        body.append_text(clipped(as_text(critique)) if critique is not None else Text("(none)"))
         body.append("\n\nrevision", style="bold yellow")
         revision = entry.get("revision")
         if revision is None:
             body.append("\n(not revised yet: run 'caitool revise')", style="dim italic")
         elif previous is None:
             body.append("\n")
-            body.append(as_text(revision))
+            body.append_text(clipped(as_text(revision)))
         else:
             body.append(" (changes from the previous version)\n", style="dim")
-            body.append_text(word_diff(previous, as_text(revision), markers))
+            new = as_text(revision)
+            body.append_text(word_diff(previous[:FIELD_LIMIT], new[:FIELD_LIMIT], markers))
+            body.append_text(_cut_note(new))
         if revision is not None:
             previous = as_text(revision)
-        principle = entry.get("principle", "?")
+        principle = _compact(entry.get("principle", "?"), 200)
         parts.append(Panel(body, title=f"round {number} · principle: {principle}",
                            title_align="left", border_style="yellow"))
     response = record.get("response")
@@ -247,11 +253,13 @@ def _preference(record: Record) -> list[RenderableType]:
     judgments = record.get("judgments")
     if isinstance(judgments, list) and judgments:
         table = Table("principle", "order", "p_first", title="judgments", title_justify="left")
-        for entry in judgments:
+        for entry in judgments[:ITEM_LIMIT]:
             if isinstance(entry, dict):
-                table.add_row(str(entry.get("principle", "-")), str(entry.get("order", "-")),
-                              _probability(entry.get("p_first")))
+                table.add_row(_compact(entry.get("principle", "-"), 200),
+                              _compact(entry.get("order", "-"), 20), _probability(entry.get("p_first")))
         parts.append(table)
+        if len(judgments) > ITEM_LIMIT:
+            parts.append(_more(ITEM_LIMIT, len(judgments), "judgments"))
     return parts
 
 
@@ -259,14 +267,17 @@ def _samples(record: Record) -> list[RenderableType]:
     responses = record["responses"]
     if not isinstance(responses, list):
         return [text_panel(as_text(responses), "responses", "green")]
-    return [text_panel(as_text(r), f"response {i} of {len(responses)}", "green")
-            for i, r in enumerate(responses, start=1)]
+    parts: list[RenderableType] = [text_panel(as_text(r), f"response {i} of {len(responses)}", "green")
+                                   for i, r in enumerate(responses[:ITEM_LIMIT], start=1)]
+    if len(responses) > ITEM_LIMIT:
+        parts.append(_more(ITEM_LIMIT, len(responses), "responses"))
+    return parts
 
 
 def render(record: Record, label: str = "", markers: bool = False) -> RenderableType:
     """One record as a rich renderable; ``label`` names where it came from."""
     view = kind(record)
-    title = f"{record['id']}  ·  {view}" if "id" in record else view
+    title = f"{_compact(record['id'], 200)}  ·  {view}" if "id" in record else view
     if label:
         title += f"  ·  {label}"
     parts: list[RenderableType] = [Rule(Text(title, style="bold"), align="left")]
@@ -274,14 +285,14 @@ def render(record: Record, label: str = "", markers: bool = False) -> Renderable
         body = _body(record, view, markers)
     except (AttributeError, KeyError, TypeError, ValueError):
         # A record that only looks like a known kind: show it as it is rather than fail.
-        body = [JSON.from_data(record, ensure_ascii=False)]
+        body = [JSON.from_data(_bounded(record), ensure_ascii=False)]
     parts += body
     return Group(*parts)
 
 
 def _body(record: Record, view: str, markers: bool) -> list[RenderableType]:
     if view == "other":
-        return [JSON.from_data(record, ensure_ascii=False)]
+        return [JSON.from_data(_bounded(record), ensure_ascii=False)]
     parts: list[RenderableType] = []
     prompt = prompt_panel(record)
     if prompt is not None:
@@ -319,7 +330,8 @@ def _metric(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    text = str(value)
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def render_stream(records: Iterable[tuple[str, Record]], markers: bool = False,

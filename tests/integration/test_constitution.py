@@ -1,7 +1,9 @@
 
 import json
 import logging
+import re
 import shutil
+import time
 
 import pytest
 
@@ -148,3 +150,108 @@ def test_show_round_trips_through_the_yaml_loader(tmp_path):
     assert again.critique_examples == original.critique_examples
     assert again.comparison_examples == original.comparison_examples
     assert again.worked_comparisons == original.worked_comparisons
+
+
+# -- damaged files: an error naming the file, never a file quietly left out ------------------
+
+CRITIQUE = ("\n\nHuman: Q?\n\nAssistant: A.\n\nCritiqueRequest: Point out harm.\n\nCritique: C."
+            "\n\nRevisionRequest: Remove it.\n\nRevision: R.")
+PRINCIPLE = {"prompt": ["\n\nCritiqueRequest: Point out harm.\n\nCritique:"],
+             "edit_request": "\n\nRevisionRequest: Remove it.\n\nRevision:"}
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("CritiqueRevisionInstructions.json", {"harmful0": PRINCIPLE, "harmful1": 5},
+     "'harmful1' needs a 'prompt' list and 'edit_request'"),
+    ("CritiqueRevisionInstructions.json", [1, 2],
+     "expected critique/revision principles ({id: {prompt: [text], edit_request: text}}), got a list"),
+    ("CritiqueRevisionInstructions.json", {}, "expected critique/revision principles"),
+    ("RLMadisonInstructions.json", ["\nWhich is kinder? Options:", 7],
+     "entry 1 must be a string ending in 'Options:'"),
+    ("RLMadisonInstructions.json", '"Which is kinder? Options:"',
+     "expected comparison principles (a list of strings ending in 'Options:'), got a string"),
+    ("RLMadisonFewShotPrompts.json",
+     [{"prompt": "\n\nHuman: Q?\n\nAssistant:", "corrects": " Good.", "incorrects": [" Bad."]}],
+     "entry 0 needs a string 'prompt' and lists of strings 'corrects' and 'incorrects'"),
+    ("RLMadisonPrecogFewShotPrompts.json", [{"prompt": "Question {} answer"}, {"prompt": 3}],
+     "entry 1 needs a string 'prompt' with {} where the principle goes"),
+    ("CritiqueRevisionFewShotPrompts.json", [CRITIQUE, "just some text"],
+     "entry 1 is not a critique example"),
+    ("CritiqueRevisionFewShotPrompts.json", None, "expected critique few-shot examples"),
+    ("Extra.json", [CRITIQUE, 42], "entry 1 is not a critique example"),
+    ("Extra.json", "{not json", "cannot parse"),
+    ("Extra.json", "[" * 100_000 + "]" * 100_000, "cannot parse: nested too deeply"),
+    ("Extra.json", "9" * 5000, "cannot parse: Exceeds the limit"),
+])
+def test_a_damaged_file_in_an_anthropic_directory_is_an_error_naming_it(tmp_path, name, content,
+                                                                        message):
+    directory = tmp_path / "released"
+    shutil.copytree(DATA / "anthropic", directory)
+    text = content if isinstance(content, str) else json.dumps(content)
+    (directory / name).write_text(text)
+    with pytest.raises(CaitoolError) as caught:
+        constitution.load(str(directory))
+    assert str(caught.value).startswith(f"constitution {directory / name}: ")
+    assert message in str(caught.value)
+
+
+def test_the_cli_names_the_damaged_file_in_one_line(tmp_path):
+    directory = tmp_path / "released"
+    shutil.copytree(DATA / "anthropic", directory)
+    (directory / "RLMadisonInstructions.json").write_text('["\\nWhich is kinder? Options:", 7]')
+    result = caitool("constitution", "validate", directory, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and result.stdout == b"" and "Traceback" not in err
+    assert err == (f"caitool constitution: constitution {directory}/RLMadisonInstructions.json: "
+                   "entry 1 must be a string ending in 'Options:'\n")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"system_chat": 5}, "'system_chat' must be a list of conversations"),
+    ({"system_chat": ["hello"]}, "system_chat[0] must be a list of messages"),
+    ({"system_chat": [[{"role": "user", "content": "a"}, 3]]},
+     "system_chat[0][1] must be a message {role, content} with string values"),
+    ({"system_chat": [[{"role": "user", "content": 7}]]}, "system_chat[0][0] must be a message"),
+    ({"constitutions": [{"critic": "x", "revision": ["y"]}]},
+     "constitutions[0] needs a non-empty string 'revision'"),
+    ({"constitutions": [5]}, "constitutions[0] must be a mapping"),
+])
+def test_wrong_typed_entries_of_a_hf_recipe_are_errors(tmp_path, change, message):
+    recipe = {**json.loads((DATA / "hf_recipe.json").read_text()), **change}
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(CaitoolError, match=re.escape(message)):
+        constitution.load(str(path))
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for previous, name in zip("abcdefghijklmnop", "bcdefghijklmnop"[:levels - 1]):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + f"\ndescription: *{lines[-1][0]}\ncritique_revision: []\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_alias_bomb(), "aliases expand it past 100,000 values; refused as an alias bomb"),
+    ("a: &a [*a]\ncritique_revision: []\n", "an alias refers to a value that contains it"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_yaml_bombs_fail_fast_in_one_line(tmp_path, text, message):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    result = caitool("constitution", "validate", path, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert f"constitution {path}: cannot parse: {message}" in err
+    assert time.monotonic() - started < 30
+
+
+def test_anchors_and_aliases_of_ordinary_size_still_load(tmp_path):
+    path = tmp_path / "aliased.yaml"
+    path.write_text("critique_revision:\n"
+                    "  - &p {id: a, critique: Point out harm., revision: Remove it.}\n"
+                    "  - {id: b, critique: Point out harm., revision: Remove it.}\n"
+                    "description: &d Kind.\nname: *d\n")
+    c = constitution.load(str(path))
+    assert [p.id for p in c.principles] == ["a", "b"] and c.name == "Kind."

@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 
 from rich.console import Console
 
@@ -177,3 +178,48 @@ def test_pages_on_a_terminal_even_when_records_come_from_a_pipe():
     assert "principle: legal" in paged
     direct = _run_on_terminal(["show", "--no-pager"], jsonl([SUPERVISED]).encode(), pager)
     assert b"PAGED:" not in direct and b"principle: legal" in direct
+
+
+# -- bounded time: a line of any length renders in about the time of a page ----------------
+
+
+def test_a_huge_line_renders_fast_and_says_what_was_cut(tmp_path):
+    huge = "word " * 2_000_000  # 10 MB a field; a supervised record of some 50 MB
+    record = {"id": "big", "prompt": huge, "initial_response": huge, "response": huge + "end",
+              "revisions": [{"principle": "p", "critique": huge, "revision": huge + "end"}],
+              "extra": huge}
+    path = tmp_path / "big.jsonl"
+    path.write_text(jsonl([record, {"id": "next", "prompt": "small"}]))
+    started = time.monotonic()
+    out = caitool("show", path).stdout.decode()
+    assert time.monotonic() - started < 60  # it was hours (a quadratic word diff)
+    # prompt, initial response and critique; the revision (and the extra field, compacted)
+    assert out.count("… 9,990,000 more characters not shown (10,000,000 in all)") == 3
+    assert "… 9,990,003 more characters not shown (10,000,003 in all)" in out
+    assert "next  ·  prompt" in out and len(out) < 500_000
+    summary = caitool("show", "--summary", path).stdout.decode()
+    assert "1 of 1 responses" in summary and "2000000.0 initial -> 2000001.0 revised" in summary
+
+
+def test_long_lists_and_deep_values_are_cut_with_a_note(tmp_path):
+    rows = [{"id": "many", "prompt": "p", "responses": [f"answer {i}" for i in range(500)]},
+            {"id": "odd", "values": list(range(100_000)), "deep": [[[[[[[[[[[[[[[[[[[[["x"]]]]]]]]]]]]]]]]]]]]]}]
+    path = tmp_path / "lists.jsonl"
+    path.write_text(jsonl(rows))
+    out = caitool("show", path).stdout.decode()
+    assert "response 20 of 500" in out and "response 21 of 500" not in out
+    assert "… 480 more responses not shown (500 in all)" in out
+    assert "99,800 more items not shown" in out and "nested deeper: not shown" in out
+
+
+def test_word_diff_stays_fast_and_exact_on_long_and_repetitive_text():
+    start, end = "the same opening words " * 400, " and the same closing ones" * 400
+    marked = view.word_diff(start + "a b c" + end, start + "a c" + end, markers=True).plain
+    assert marked == start + "a [-b -]c" + end
+    vocabulary = "the a cat dog sat on mat and it was".split()
+    old = " ".join(vocabulary[(i * 7) % 10] for i in range(3000))
+    new = " ".join(vocabulary[(i * 3) % 10] for i in range(3000))
+    started = time.monotonic()
+    text = view.word_diff(old, new, markers=True).plain
+    assert time.monotonic() - started < 5
+    assert text == "(changes not marked: too long to compare word by word) " + new

@@ -59,6 +59,8 @@ def test_malformed_line_names_file_and_line(tmp_path):
     ("train-rm", {"prompt": "hi", "chosen": "a"}, "missing 'rejected'"),
     ("train-dpo", {"prompt": "hi", "chosen": "a", "rejected": 3}, "'rejected' must be a string"),
     ("train-ppo", {"response": "x"}, "missing 'prompt'"),
+    ("train-rm", {"prompt": "hi", "chosen": "a", "rejected": "b", "margin": 10 ** 400},
+     "'margin' must be a finite number"),
 ])
 def test_bad_records_are_reported_with_their_line(tmp_path, command, row, problem):
     good = {"train-sft": {"prompt": "a", "response": "b"},
@@ -133,3 +135,61 @@ def test_help_loads_no_training_library(argv):
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'trl', 'transformers', 'torch'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.splitlines()[-1] == "[]", result.stderr
+
+
+def test_a_margin_that_no_float_holds_is_a_line_error(tmp_path):
+    path = tmp_path / "data.jsonl"
+    for margin in ("1e999", "NaN", "-Infinity"):
+        path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+                        f'{{"prompt": "a", "chosen": "b", "rejected": "c", "margin": {margin}}}\n')
+        err = run_fails("train-rm", path, "-m", tmp_path / "no-model", "-o", tmp_path / "out")
+        # The reader refuses what JSON cannot hold; what gets past it, the record check does.
+        assert err.startswith(f"caitool train-rm: {path}:2: ") and len(err.splitlines()) == 1, err
+    assert "not a finite number" in run_fails(
+        "train-rm", path, "-m", tmp_path / "no-model", "-o", tmp_path / "out", "--margin", "nan")
+
+
+# -- outputs that cannot be written: named before any data is read or model loaded ----------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_directory_that_cannot_be_written_is_named_first(tmp_path, command):
+    path = tmp_path / "data.jsonl"
+    path.write_text(jsonl([{"prompt": "a", "response": "b", "chosen": "b", "rejected": "c"}]))
+    extra = ["-r", tmp_path / "no-rm"] if command == "train-ppo" else []
+    result = caitool(command, path, "-m", tmp_path / "no-model", "-o", "/proc/x", *extra, check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode() == (f"caitool {command}: -o /proc/x: cannot write there "
+                                      "(No such file or directory)\n")
+
+
+@pytest.mark.parametrize("where, message", [
+    (["-o", "{file}/sub"], "-o {file}/sub: {file} is a file, not a directory"),
+    (["-o", "{file}"], "-o {file}: not a directory"),
+    (["-o", "{tmp}/out", "--metrics", "/proc/x"], "--metrics /proc/x: cannot write there"),
+    (["-o", "{tmp}/out", "--metrics", "{tmp}"], "--metrics {tmp}: is a directory; name a file"),
+])
+def test_unwritable_outputs_are_one_line_before_any_work(tmp_path, where, message):
+    data = tmp_path / "data.jsonl"
+    data.write_text(jsonl([{"prompt": "a", "response": "b"}]))
+    places = {"file": data, "tmp": tmp_path}
+    result = caitool("train-sft", data, "-m", tmp_path / "no-model",
+                     *(arg.format(**places) for arg in where), check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and len(err.splitlines()) == 1, err
+    assert message.format(**places) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_yaml_alias_bomb_in_a_config_fails_fast(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text(jsonl([{"prompt": "a", "response": "b"}]))
+    config = tmp_path / "bomb.yaml"
+    levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    config.write_text("\n".join(levels) + "\nlearning_rate: *i\n")
+    err = run_fails("train-sft", path, "-m", tmp_path / "no-model", "-o", tmp_path / "o",
+                    "--config", config)
+    assert err == (f"caitool train-sft: {config}: invalid YAML (aliases expand it past 100,000 "
+                   "values; refused as an alias bomb)\n")

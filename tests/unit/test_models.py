@@ -131,6 +131,40 @@ def test_a_package_without_its_file_says_to_reinstall(tmp_path, monkeypatch):
         models.builtin_file(models.DEFAULT_MODEL)
 
 
+# -- damaged model directories ---------------------------------------------------------------
+
+@pytest.mark.parametrize("files, message", [
+    ({"config.json": '{"model_type": "llama", '}, "config.json is not valid JSON (Expecting"),
+    ({"config.json": "[1, 2]"}, "config.json is not a JSON object"),
+    ({"config.json": "[" * 100_000}, "config.json is not valid JSON"),
+    ({"config.json": "{}", "pytorch_model.bin": "pickle"},
+     "holds its weights only as pytorch_model.bin, which caitool does not load"),
+    ({"config.json": "{}", "pytorch_model-00001-of-00002.bin": "p", "pytorch_model.bin.index.json": "{}"},
+     "holds its weights only as pytorch_model-00001-of-00002.bin"),
+])
+def test_a_damaged_or_pickle_only_directory_is_refused_in_one_line(tmp_path, files, message):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    for check in (models.check, check_model_path):
+        with pytest.raises(CaitoolError) as caught:
+            check(str(directory))
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+        assert str(caught.value).startswith(f"model '{directory}'")
+
+
+def test_safetensors_beside_a_pickle_and_other_names_pass(tmp_path):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "config.json").write_text("{}")
+    (directory / "pytorch_model.bin").write_text("pickle")
+    (directory / "model.safetensors").write_text("weights")
+    models.check_directory(str(directory))
+    models.check_directory(str(tmp_path / "absent"))
+    models.check_directory("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
 # -- the cache -------------------------------------------------------------------------------
 
 def test_cache_key_is_the_content_hash_remembered_per_file_version(gguf):

@@ -54,6 +54,14 @@ def test_preference_forms_give_the_same_example():
     assert schema.check_preference({**explicit, "p_chosen": 2}) == "'p_chosen' must be a number in [0, 1]"
 
 
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), float("-inf"), 10 ** 400, "1", True])
+def test_a_margin_must_be_a_finite_number(margin):
+    record = {"prompt": "hi", "chosen": "a", "rejected": "b", "margin": margin}
+    assert schema.check_preference(record) == "'margin' must be a finite number"
+    assert schema.check_preference({**record, "margin": -0.5}) is None
+    assert schema.preference_example({**record, "margin": 2}).margin == 2.0
+
+
 def test_sft_examples_from_every_form():
     rounds = {"prompt": "hi", "response": "b",
               "revisions": [{"principle": "p", "critique": "c", "revision": "a"},

@@ -18,6 +18,7 @@ import yaml
 from caitool.constitution.formats import anthropic, caitool_yaml, hf_recipe, langchain
 from caitool.constitution.model import Constitution, ConstitutionError, validate
 from caitool.errors import CaitoolError
+from caitool.io import yaml_safe
 
 
 def search_path() -> list[Path]:
@@ -59,8 +60,10 @@ def load(name_or_path: str) -> Constitution:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConstitutionError(source, "not UTF-8 text") from None
+    except OSError as exc:
+        raise ConstitutionError(source, f"cannot read: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml_safe.load(text)
     except json.JSONDecodeError as exc:
         raise ConstitutionError(source, f"line {exc.lineno}: cannot parse: {exc.msg}") from None
     except yaml.YAMLError as exc:
@@ -68,6 +71,10 @@ def load(name_or_path: str) -> Constitution:
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConstitutionError(source, f"{where}cannot parse: {problem}") from None
+    except (ValueError, RecursionError) as exc:
+        # JSON that its parser rejects late: an integer too long to convert, deep nesting.
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ConstitutionError(source, f"cannot parse: {problem}") from None
     constitution = from_data(data, source, default_name=path.stem)
     validate(constitution)
     return constitution

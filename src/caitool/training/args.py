@@ -66,14 +66,16 @@ def field_names(config_cls: type) -> list[str]:
 def load_yaml(path: str) -> dict[str, Any]:
     import yaml
 
+    from caitool.io import yaml_safe
+
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CaitoolError(f"{path}: no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise CaitoolError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_safe.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
@@ -320,6 +322,9 @@ def check_knobs(flags: Any) -> None:
             raise CaitoolError(f"--{name.replace('_', '-')} must be positive")
     if not flags.output:
         raise CaitoolError("no output directory given: pass -o/--output DIR")
+    from caitool.training import outputs
+
+    outputs.check(flags)
 
 
 def lora_config(settings: dict[str, Any], task_type: str):

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from transformers import TrainerCallback
 
 from caitool import console
+from caitool.errors import CaitoolError
+from caitool.training import checkpoints
 
 
 def _clean(value: Any) -> Any:
@@ -43,8 +47,15 @@ class MetricsCallback(TrainerCallback):
 
     def write(self, line: dict[str, Any]) -> None:
         self.lines.append(line)
-        self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self.stream.flush()
+        try:
+            self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = getattr(self.stream, "path", "stdout")
+            raise CaitoolError(f"cannot write metrics to {where}: {exc.strerror or exc} (at step "
+                               f"{line.get('step')}; checkpoints so far are kept)") from None
 
 
 class ProgressCallback(TrainerCallback):
@@ -90,8 +101,30 @@ class ProgressCallback(TrainerCallback):
             self.bar = None
 
 
+class Marker(TrainerCallback):
+    """Marks each checkpoint complete (see :mod:`caitool.training.checkpoints`) once every
+    process has saved its part. Installed after every other callback, so that what they add
+    to a checkpoint (PPO's value model) is in it first."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_save(self, args, state, control, **kwargs):
+        accelerator = self.trainer.accelerator
+        accelerator.wait_for_everyone()
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not accelerator.is_main_process or not checkpoint.is_dir():
+            return
+        partial = checkpoint / f".{checkpoints.MARKER}.partial"
+        partial.write_text(checkpoints.marker(state.global_step,
+                                              getattr(self.trainer, "_total_train_tokens", None)),
+                           encoding="utf-8")
+        os.replace(partial, checkpoint / checkpoints.MARKER)
+
+
 def install(trainer, command: str, stream: TextIO, description: str) -> MetricsCallback:
-    """Replace transformers' own progress/printing callbacks (which write to stdout) with ours."""
+    """Replace transformers' own progress/printing callbacks (which write to stdout) with
+    ours, and mark checkpoints complete."""
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_callback import ProgressCallback as HFProgress
 
@@ -100,4 +133,5 @@ def install(trainer, command: str, stream: TextIO, description: str) -> MetricsC
     metrics = MetricsCallback(command, stream)
     trainer.add_callback(metrics)
     trainer.add_callback(ProgressCallback(description))
+    trainer.add_callback(Marker(trainer))
     return metrics

@@ -61,4 +61,4 @@ def train(command: str, arguments: list[str], flags: Any, beta: float | None = N
             "beta": settings.args.beta,
             **fit.last_values(metrics, "rewards/margins", "train_loss")},
         examples=len(dataset), dropped="their prompt alone fills --max-length",
-        resume=fit.resume_checkpoint(flags), data_line={"by_file": counts})
+        resume=fit.resume_checkpoint(command, flags), data_line={"by_file": counts})

@@ -94,7 +94,7 @@ def load_tokenizer(path: str, what: str = "model"):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - damaged tokenizer files raise all kinds
         raise CaitoolError(f"cannot load the {what} '{path}': {first_line(exc)}") from None
     if tokenizer.eos_token_id is None:
         raise CaitoolError(f"the {what} '{path}' has no end-of-sequence token")
@@ -115,10 +115,12 @@ def base_model(flags: Any) -> str:
     """The directory to start from. Call it once the records are read and checked: a GGUF
     file (or the built-in model) is converted here the first time, and a bad dataset should
     cost no model. ``flags.model`` keeps the name as given, for messages and the summary."""
-    from caitool.models import local_model
+    from caitool.models import check_loadable, local_model
 
     flags.model = model_name(flags)
-    return local_model(flags.model)
+    path = local_model(flags.model)
+    check_loadable(path, flags.model)
+    return path
 
 
 def tokenizer_and_format(flags: Any, path: str) -> tuple[Any, str]:
@@ -131,21 +133,12 @@ def tokenizer_and_format(flags: Any, path: str) -> tuple[Any, str]:
     return tokenizer, resolve_format(flags.format, has_chat_template(tokenizer), flags.model)
 
 
-def resume_checkpoint(flags: Any) -> str | None:
-    """The checkpoint to resume from, if asked for."""
-    if flags.resume_from:
-        if not Path(flags.resume_from).is_dir():
-            raise CaitoolError(f"--resume-from {flags.resume_from}: no such checkpoint directory")
-        return flags.resume_from
-    if not flags.resume:
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+def resume_checkpoint(command: str, flags: Any) -> str | None:
+    """The checkpoint to resume from, if asked for: ``--resume-from``, or under ``--resume``
+    the newest complete one (see :mod:`caitool.training.checkpoints`)."""
+    from caitool.training import checkpoints
 
-    checkpoints = Path(flags.output) / CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    if last is None:
-        raise CaitoolError(f"--resume: no checkpoint in {checkpoints} to resume from")
-    return last
+    return checkpoints.resume(command, flags, Path(flags.output) / CHECKPOINTS)
 
 
 def peft_config(settings: arguments.Settings, task_type: str):
@@ -177,12 +170,15 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
     ``data_line``: what the metrics stream says before training (e.g. the count of
     examples from each input file).
     """
-    from caitool.training import callbacks
+    from caitool.training import callbacks, checkpoints, outputs
 
     with metrics_session(flags) as stream:
         try:
             trainer = make_trainer()
         except OSError as exc:
+            if outputs.written_under(exc, flags.output):
+                raise CaitoolError(f"-o {flags.output}: cannot write {exc.filename} "
+                                   f"({exc.strerror or exc})") from None
             raise CaitoolError(f"cannot load the model '{flags.model}': {first_line(exc)}") from None
         except (ValueError, RuntimeError) as exc:
             # TRL and transformers check the configuration (and the reporting integrations
@@ -193,13 +189,22 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
             if kept < examples:
                 console.warn(command, f"{examples - kept} of {examples} examples left out: {dropped}")
         metrics = callbacks.install(trainer, command, stream, description)
+        checkpoints.restore(trainer, resume)
         if data_line and trainer.accelerator.is_main_process:
-            metrics.write({"command": command, "step": trainer.state.global_step, **data_line})
-        if train:
-            trainer.train(**({"resume_from_checkpoint": resume} if resume else {}))
-        model = model_of(trainer) if model_of else trainer.accelerator.unwrap_model(trainer.model)
-        extra = summary(trainer, model, metrics)
-        save(command, trainer, model, tokenizer, flags, extra, settings.lora)
+            done = checkpoints.step(Path(resume)) if resume else trainer.state.global_step
+            metrics.write({"command": command, "step": done, **data_line})
+        try:
+            if train:
+                trainer.train(**({"resume_from_checkpoint": resume} if resume else {}))
+            model = model_of(trainer) if model_of else trainer.accelerator.unwrap_model(trainer.model)
+            extra = summary(trainer, model, metrics)
+            save(command, trainer, model, tokenizer, flags, extra, settings.lora)
+        except OSError as exc:
+            if not outputs.written_under(exc, flags.output):
+                raise
+            raise CaitoolError(f"cannot write {exc.filename}: {exc.strerror or exc} (at step "
+                               f"{trainer.state.global_step}; the complete checkpoints before it "
+                               "are kept: --resume goes on from the newest)") from None
 
 
 def save(command: str, trainer, model, tokenizer, flags: Any, summary: dict[str, Any],

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from caitool import console
 from caitool.backends.base import SamplingParams
 from caitool.errors import CaitoolError
-from caitool.models import local_model
+from caitool.models import check_loadable, local_model
 from caitool.render import has_chat_template, policy_prompt_ids, resolve_format
 from caitool.schema import check_prompt, conversation
 from caitool.training import args, data, fit
@@ -267,7 +267,10 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     # that bad records or flags cost no model.
     policy_path = fit.base_model(flags)
     reward_path = local_model(reward_model)
+    check_loadable(reward_path, reward_model)
     value_source = local_model(value_model) if value_model else None
+    if value_source:
+        check_loadable(value_source, value_model)
     tokenizer = check_models(command, flags, policy_path, reward_path, value_source)
     fmt = resolve_format(flags.format, has_chat_template(tokenizer), flags.model)
     rows = prompt_rows(command, records, tokenizer, fmt, flags.max_length)
@@ -277,16 +280,16 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     console.info(command, f"{len(rows)} prompts ({fmt} format), rollout batch {rollout}"
                           + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
 
-    checkpoint = fit.resume_checkpoint(flags)
+    checkpoint = fit.resume_checkpoint(command, flags)
     done_steps = done_episodes = 0
     if checkpoint is not None:
         state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
         done_steps, done_episodes = state.get("global_step", 0), state.get("episode", 0)
         total = config.total_episodes or int(config.num_train_epochs * len(rows))
         config.total_episodes = max(total - done_episodes, 0)
-        console.warn(command, f"resuming from {checkpoint} (step {done_steps}): policy and value "
-                              "weights continue; the optimizer and learning-rate schedule "
-                              "start afresh; the reference is still the starting policy")
+        console.warn(command, f"PPO resumed at step {done_steps}: policy and value weights "
+                              "continue; the optimizer and learning-rate schedule start afresh; "
+                              "the reference is still the starting policy")
 
     import torch
     from datasets import Dataset
@@ -296,7 +299,7 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
     def load(cls, path, what, **kwargs):
         try:
             return cls.from_pretrained(path, dtype=torch.float32, **kwargs)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a model that will not load is the user's to fix
             raise CaitoolError(f"cannot load the {what} '{path}': {fit.first_line(exc)}") from None
 
     peft_config = fit.peft_config(settings, "CAUSAL_LM")

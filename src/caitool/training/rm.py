@@ -7,6 +7,7 @@ is :mod:`caitool.training.reward`'s soft-label one; held-out pairwise accuracy i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,20 +90,23 @@ def _accuracy(report: dict[str, Any]) -> str:
     return f"{'n/a' if accuracy is None else f'{accuracy:.3f}'} on {report['heldout_pairs']} pairs"
 
 
-def check_options(labels: str, too_long: str, eval_split: float) -> None:
+def check_options(labels: str, too_long: str, eval_split: float,
+                  margin: float | None = None) -> None:
     if labels not in ("auto", "soft", "hard"):
         raise CaitoolError(f"--labels must be auto, soft or hard, not '{labels}'")
     if too_long not in ("truncate", "skip", "error"):
         raise CaitoolError(f"--too-long must be truncate, skip or error, not '{too_long}'")
     if not 0 <= eval_split < 1:
         raise CaitoolError("--eval-split must be in [0, 1)")
+    if margin is not None and not math.isfinite(margin):
+        raise CaitoolError(f"--margin: {margin} is not a finite number")
 
 
 def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
           margin: float | None = None, eval_split: float = 0.1,
           eval_inputs: list[str] | None = None, too_long: str = "truncate") -> None:
     args.check_knobs(flags)
-    check_options(labels, too_long, eval_split)
+    check_options(labels, too_long, eval_split, margin)
     asked = args.request(config_class, flags, arguments, OWNED)
     sources = data.read_sources(command, asked.inputs, check_preference, flags.skip_invalid)
     groups = [[preference_example(r) for r in source.records] for source in sources]
@@ -175,4 +179,4 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
 
     fit.fit(command, flags, settings, tokenizer, make_trainer, "training reward model", summary,
             examples=len(dataset), dropped="longer than --max-length",
-            resume=fit.resume_checkpoint(flags), data_line={"by_file": counts})
+            resume=fit.resume_checkpoint(command, flags), data_line={"by_file": counts})

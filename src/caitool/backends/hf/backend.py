@@ -94,15 +94,15 @@ class HFBackend(Backend):
         else:
             dtype = getattr(torch, self.dtype_name)  # HFOptions allows only torch's names
         path = models.local_model(self.model)
+        models.check_loadable(path, self.model)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a model that will not load is the user's to fix
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CaitoolError(
-                f"cannot load model '{self.model}': {first} (offline? build one with "
-                "'caitool tiny-model DIR')"
-            ) from None
+            hint = " (offline? build one with 'caitool tiny-model DIR')" \
+                if isinstance(exc, OSError) and not os.path.isdir(path) else ""
+            raise CaitoolError(f"cannot load model '{self.model}': {first}{hint}") from None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

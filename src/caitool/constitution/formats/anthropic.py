@@ -15,6 +15,9 @@ What each file holds (structure from the paper's supplementary material):
 
 Evaluation files (JSONL, one question per line) are not part of a constitution and are left
 alone; any other JSON file is reported, so a renamed or unexpected file is never silently lost.
+A file is told by its entries' shape; once told, every entry must fit it, so a damaged
+entry is an error naming the file, never a file quietly left out. A file under one of the
+released names must have its shape.
 """
 
 from __future__ import annotations
@@ -85,6 +88,25 @@ def _critique_example(text: str) -> CritiqueExample | None:
     )
 
 
+# The released files by name, and the kind each holds: a file of one of these names whose
+# shape is none caitool knows is a damaged file, not an extra one.
+KNOWN_FILES = {
+    "CritiqueRevisionInstructions.json": "principles",
+    "CritiqueRevisionFewShotPrompts.json": "critique_examples",
+    "RLMadisonInstructions.json": "comparisons",
+    "RLMadisonFewShotPrompts.json": "comparison_examples",
+    "RLMadisonPrecogFewShotPrompts.json": "worked",
+}
+KINDS = {
+    "principles": "critique/revision principles ({id: {prompt: [text], edit_request: text}})",
+    "critique_examples": "critique few-shot examples (a list of Human:/Assistant:/CritiqueRequest:/"
+                         "Critique:/RevisionRequest:/Revision: transcripts)",
+    "comparisons": "comparison principles (a list of strings ending in 'Options:')",
+    "comparison_examples": "comparison few-shot examples (a list of {prompt, corrects, incorrects})",
+    "worked": "chain-of-thought examples (a list of {prompt} with {} for the principle)",
+}
+
+
 def load_dir(directory: Path) -> Constitution:
     """Read every JSON file in the directory and recognise each by its shape."""
     constitution = Constitution(name=directory.name, source=str(directory))
@@ -95,26 +117,68 @@ def load_dir(directory: Path) -> Constitution:
             continue
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConstitutionError(str(file), f"cannot parse: {exc}") from None
-        if not _absorb(constitution, data, str(file), pending_examples, pending_worked):
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # ValueError covers JSON syntax and integers too long to convert.
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ConstitutionError(str(file), f"cannot parse: {problem}") from None
+        except OSError as exc:
+            raise ConstitutionError(str(file), f"cannot read: {exc.strerror or exc}") from None
+        kind = _kind(data)
+        if kind is None and file.name in KNOWN_FILES:
+            raise ConstitutionError(str(file), f"expected {KINDS[KNOWN_FILES[file.name]]}, got "
+                                               f"{_shape(data)}")
+        if kind is None:
             log.warning("constitution %s: %s is not a file caitool recognises (principles, "
                         "comparison principles or few-shot examples); ignored", directory, file.name)
+            continue
+        _absorb(constitution, kind, data, str(file), pending_examples, pending_worked)
     _give_principles(constitution, pending_examples, pending_worked)
     validate(constitution)
     return constitution
 
 
-def _absorb(constitution: Constitution, data: Any, source: str,
-            pending_examples: list[dict[str, Any]], pending_worked: list[str]) -> bool:
-    """Take what one file holds into the constitution; False when its shape is unknown."""
-    if isinstance(data, dict) and data and all(
-        isinstance(v, dict) and "edit_request" in v for v in data.values()
-    ):
+def _shape(data: Any) -> str:
+    if isinstance(data, (dict, list)) and not data:
+        return f"an empty {'object' if isinstance(data, dict) else 'list'}"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(data), "a number")
+
+
+def _kind(data: Any) -> str | None:
+    """What a file holds, told by the first entry that has a known shape (every entry is
+    then held to it); None when no entry has one."""
+    if isinstance(data, dict):
+        if any(isinstance(v, dict) and "edit_request" in v for v in data.values()):
+            return "principles"
+        return None
+    if not isinstance(data, list):
+        return None
+    dicts = [x for x in data if isinstance(x, dict)]
+    strings = [x for x in data if isinstance(x, str)]
+    if any("corrects" in x or "incorrects" in x for x in dicts):
+        return "comparison_examples"
+    if any(isinstance(x.get("prompt"), str) and "{}" in x["prompt"] for x in dicts):
+        return "worked"
+    if any(x.strip().endswith("Options:") for x in strings):
+        return "comparisons"
+    if any(_critique_example(x) is not None for x in strings):
+        return "critique_examples"
+    return None
+
+
+def _text_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def _absorb(constitution: Constitution, kind: str, data: Any, source: str,
+            pending_examples: list[dict[str, Any]], pending_worked: list[str]) -> None:
+    """Take what one file holds into the constitution; an entry that does not fit the
+    file's kind is an error naming the file and the entry."""
+    if kind == "principles":
         for key, entry in data.items():
-            prompt = entry.get("prompt")
+            prompt = entry.get("prompt") if isinstance(entry, dict) else None
             critique = prompt[0] if isinstance(prompt, list) and prompt else prompt
-            if not isinstance(critique, str) or not isinstance(entry["edit_request"], str):
+            if not isinstance(critique, str) or not isinstance(entry.get("edit_request"), str):
                 raise ConstitutionError(source, f"'{key}' needs a 'prompt' list and 'edit_request'")
             constitution.principles.append(Principle(
                 id=str(key),
@@ -122,29 +186,36 @@ def _absorb(constitution: Constitution, data: Any, source: str,
                 revision=_strip_label(entry["edit_request"].strip().removesuffix("Revision:"),
                                       "RevisionRequest"),
             ))
-        return True
-    if not isinstance(data, list) or not data:
-        return False
-    if all(isinstance(x, dict) and isinstance(x.get("prompt"), str) for x in data):
-        if all("{}" in x["prompt"] for x in data):
-            pending_worked.extend(x["prompt"] for x in data)
-            return True
-        if all({"corrects", "incorrects"} <= x.keys() for x in data):
-            pending_examples.extend(x for x in data if x["corrects"] and x["incorrects"])
-            return True
-        return False
-    if all(isinstance(x, str) for x in data):
-        if all(x.strip().endswith("Options:") for x in data):
-            for i, text in enumerate(data):
-                question = text.strip().removesuffix("Options:").strip()
-                direction = "worse" if _WORSE.search(question) else "better"
-                constitution.comparisons.append(ComparisonPrinciple(f"compare{i}", question, direction))
-            return True
-        examples = [_critique_example(text) for text in data]
-        if all(examples):
-            constitution.critique_examples.extend(examples)  # type: ignore[arg-type]
-            return True
-    return False
+        return
+    for i, entry in enumerate(data):
+        if kind == "comparison_examples" and not (
+                isinstance(entry, dict) and isinstance(entry.get("prompt"), str)
+                and _text_list(entry.get("corrects")) and _text_list(entry.get("incorrects"))):
+            raise ConstitutionError(source, f"entry {i} needs a string 'prompt' and lists of "
+                                            "strings 'corrects' and 'incorrects'")
+        if kind == "worked" and not (isinstance(entry, dict) and isinstance(entry.get("prompt"), str)
+                                     and "{}" in entry["prompt"]):
+            raise ConstitutionError(source, f"entry {i} needs a string 'prompt' with {{}} where "
+                                            "the principle goes")
+        if kind == "comparisons" and not (isinstance(entry, str)
+                                          and entry.strip().endswith("Options:")):
+            raise ConstitutionError(source, f"entry {i} must be a string ending in 'Options:'")
+        if kind == "critique_examples" and not (isinstance(entry, str)
+                                                and _critique_example(entry) is not None):
+            raise ConstitutionError(source, f"entry {i} is not a critique example (Human: and "
+                                            "Assistant: turns, then CritiqueRequest:, Critique:, "
+                                            "RevisionRequest: and Revision:)")
+    if kind == "comparison_examples":
+        pending_examples.extend(x for x in data if x["corrects"] and x["incorrects"])
+    elif kind == "worked":
+        pending_worked.extend(x["prompt"] for x in data)
+    elif kind == "comparisons":
+        for i, text in enumerate(data):
+            question = text.strip().removesuffix("Options:").strip()
+            direction = "worse" if _WORSE.search(question) else "better"
+            constitution.comparisons.append(ComparisonPrinciple(f"compare{i}", question, direction))
+    else:
+        constitution.critique_examples.extend(_critique_example(text) for text in data)  # type: ignore[misc]
 
 
 def _give_principles(constitution: Constitution, examples: list[dict[str, Any]],

@@ -25,17 +25,25 @@ def load(data: dict[str, Any], source: str, default_name: str) -> Constitution:
         )
         for i, entry in enumerate(pairs)
     ]
+    chats = data.get("system_chat")
+    if chats is not None and not isinstance(chats, list):
+        raise ConstitutionError(source, "'system_chat' must be a list of conversations")
     examples = []
-    for i, chat in enumerate(data.get("system_chat") or []):
-        messages = [m for m in chat if isinstance(m, dict)] if isinstance(chat, list) else []
-        if len(messages) < 6:
+    for i, chat in enumerate(chats or []):
+        if not isinstance(chat, list):
+            raise ConstitutionError(source, f"system_chat[{i}] must be a list of messages")
+        for j, message in enumerate(chat):
+            if not (isinstance(message, dict) and isinstance(message.get("content"), str)
+                    and isinstance(message.get("role", "user"), str)):
+                raise ConstitutionError(source, f"system_chat[{i}][{j}] must be a message "
+                                                "{role, content} with string values")
+        if len(chat) < 6:
             raise ConstitutionError(source, f"system_chat[{i}] needs 6 turns (ask, answer, "
                                     "critique request, critique, revision request, revision)")
         # The last six turns are the worked example; any before them are the conversation
         # that led up to the question.
-        history = tuple((str(m.get("role", "user")), str(m.get("content", "")).strip())
-                        for m in messages[:-6])
-        turns = [str(m.get("content", "")).strip() for m in messages[-6:]]
+        history = tuple((m.get("role", "user"), m["content"].strip()) for m in chat[:-6])
+        turns = [m["content"].strip() for m in chat[-6:]]
         examples.append(CritiqueExample(*turns, history=history))
     return Constitution(name=default_name, principles=principles, critique_examples=examples,
                         source=source)
