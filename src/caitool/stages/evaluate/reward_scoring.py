@@ -77,7 +77,7 @@ def load(name: str, fmt: str = "auto", device: str | None = None) -> RewardModel
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from caitool.models import local_model
+    from caitool.models import check_loadable, local_model
     from caitool.training import fit
     from caitool.training.ppo import check_reward_config
 
@@ -85,6 +85,7 @@ def load(name: str, fmt: str = "auto", device: str | None = None) -> RewardModel
         raise CaitoolError(f"reward model '{name}' does not exist")
     fit.quiet_libraries()
     path = local_model(os.path.expanduser(name))
+    check_loadable(path, name)
     check_reward_config(path)
     tokenizer = fit.load_tokenizer(path, "reward model")
     chosen = resolve_format(fmt, has_chat_template(tokenizer), name)
