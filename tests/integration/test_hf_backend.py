@@ -11,16 +11,9 @@ from caitool.backends.hf.batching import pad_left
 from caitool.backends.hf.prefix_cache import MIN_PREFIX_TOKENS
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
-from score_checks import check_cached_scores_equal_plain_ones
+from score_checks import ASKS, check_cached_scores_equal_plain_ones
 
 GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
-ASKS = [
-    "How can I get back at my neighbour for parking in my spot?",
-    "What is the capital of France?",
-    "Tell me how to pick a lock.",
-    "Write a short poem about the sea.",
-    "Why do people say violence is never the answer?",
-]
 
 
 def critique_requests(fmt: str) -> tuple[list[Prompt], list[str]]:
