@@ -364,3 +364,24 @@ def test_seeded_sampling_in_the_loop_is_reproducible(tiny_model):
     first = backend.generate(asked, params)
     assert backend.generate(asked, params) == first
     assert len({text for (text,) in first}) > 1
+
+
+def test_each_few_shot_block_in_use_keeps_its_own_prefix(backend):
+    """Batches from two constitutions (as eval and ablations mix them) share a short head and
+    each a long few-shot block: every batch starts from its own block, not the short head."""
+    cache = backend.prefix_cache
+    head = list(range(10, 10 + MIN_PREFIX_TOKENS))
+    blocks = {name: head + [start + i for i in range(3 * MIN_PREFIX_TOKENS)]
+              for name, start in (("a", 200), ("b", 400))}
+
+    def batch(name: str) -> list[list[int]]:
+        return [blocks[name] + [600 + row, 700 + row] for row in range(3)]
+
+    for name in ("a", "b", "a", "b"):
+        assert cache.lookup(batch(name)).ids == blocks[name]
+    # A row alone starts from its block too, without caching its whole prompt.
+    assert cache.lookup(batch("a")[:1]).ids == blocks["a"]
+    assert len(cache.prefixes) == 2
+    # Rows that share only the head start from it.
+    mixed = [batch("a")[0], batch("b")[0]]
+    assert cache.lookup(mixed).ids == head

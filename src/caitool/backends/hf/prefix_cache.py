@@ -24,6 +24,9 @@ MIN_PREFIX_TOKENS = 32
 MIN_HEAD_CHARS = 128
 # Distinct prompt heads whose tokens are remembered (one per few-shot block in use).
 HEAD_CACHE_SIZE = 8
+# Prefixes whose key/value caches are kept: one per few-shot block in use at once (eval and
+# an ablation mix constitutions; each block is a few thousand tokens' cache at most).
+PREFIX_CACHE_SIZE = 4
 # Tokens of the prefix on which split attention is checked against the model's own.
 CHECK_TOKENS = 32
 
@@ -107,7 +110,8 @@ class PrefixCache:
         # Off only to measure what sharing the few-shot prefix saves.
         self.enabled = enabled
         self.heads: dict[tuple[str, bool], list[int] | None] = {}
-        self.prefix: CachedPrefix | None = None
+        # Most recently used last.
+        self.prefixes: list[CachedPrefix] = []
         # Whether attention over a prefix kept once per batch works for this model (checked
         # on first use); None until then.
         self.split_attention: bool | None = None
@@ -186,21 +190,31 @@ class PrefixCache:
 
     # -- the model's cache of the prefix ---------------------------------------------------
 
+    @property
+    def prefix(self) -> CachedPrefix | None:
+        """The prefix used last."""
+        return self.prefixes[-1] if self.prefixes else None
+
     def lookup(self, sequences: list[list[int]], own: int = 1) -> CachedPrefix | None:
-        """The cached prefix every sequence starts with (each keeping at least ``own`` tokens
-        of its own), computing it when the batch shares a long prefix that is not cached yet."""
+        """The longest cached prefix every sequence starts with (each keeping at least ``own``
+        tokens of its own), computing a longer one when the batch shares one."""
         if not (self.enabled and self._cache_repeats):
             return None
         limit = min(len(s) for s in sequences) - own
-        known = self.prefix
-        if known is not None and len(known.ids) <= limit and all(
-                s[:len(known.ids)] == known.ids for s in sequences):
-            return known
+        best = None
+        for known in self.prefixes:
+            if (len(known.ids) <= limit and (best is None or len(known.ids) > len(best.ids))
+                    and all(s[:len(known.ids)] == known.ids for s in sequences)):
+                best = known
+        if best is not None and len(sequences) == 1:
+            return self._used(best)
         shared = common_prefix(sequences)[:max(limit, 0)]
-        if known is not None:
-            # As with text heads: what this batch shares with the last prefix is the few-shot
-            # block, which the next batch will share too.
-            narrowed = common_prefix([known.ids, shared])
+        if best is not None and len(shared) - len(best.ids) < MIN_PREFIX_TOKENS:
+            return self._used(best)
+        if best is None and len(sequences) == 1 and self.prefixes:
+            # A batch of one shares its whole prompt with itself: narrow it to what it shares
+            # with the last prefix, the few-shot block that the next prompts will share too.
+            narrowed = common_prefix([self.prefixes[-1].ids, shared])
             if len(narrowed) >= MIN_PREFIX_TOKENS:
                 shared = narrowed
         if len(shared) < MIN_PREFIX_TOKENS:
@@ -215,8 +229,14 @@ class PrefixCache:
             # A model whose cache cannot be repeated over a batch runs without reuse.
             self._cache_repeats = False
             return None
-        self.prefix = CachedPrefix(shared, cache)
-        return self.prefix
+        self.prefixes.append(CachedPrefix(shared, cache))
+        del self.prefixes[:-PREFIX_CACHE_SIZE]
+        return self.prefixes[-1]
+
+    def _used(self, prefix: CachedPrefix) -> CachedPrefix:
+        self.prefixes.remove(prefix)
+        self.prefixes.append(prefix)
+        return prefix
 
     def inputs(self, sequences: list[list[int]], new_tokens: int, own: int = 1) -> BatchInputs:
         """Inputs for running up to ``new_tokens`` more after each of ``sequences``, starting
