@@ -247,10 +247,17 @@ clean-smoke:
 	rm -rf $(SMOKE_RUN)
 
 # Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
-.PHONY: bench bench-builtin
+.PHONY: bench bench-builtin bench-vllm
 bench:
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
 
 # The built-in real model in caitool's commands against bare model.generate (a few minutes).
 bench-builtin:
 	HF_HUB_OFFLINE=1 $(PY) bench/builtin.py $(BENCH_ARGS)
+
+# critique on the built-in model, --backend vllm (CPU build) against hf, and the engine's
+# start-up (about 15 minutes; needs make install-vllm).
+bench-vllm:
+	@test -x $(VLLM_PY) || { echo "no $(VLLM_VENV): run make install-vllm first" >&2; exit 1; }
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=$(VLLM_CPU_KVCACHE_SPACE) \
+	  $(VLLM_PY) bench/vllm_critique.py $(BENCH_ARGS)
