@@ -59,9 +59,12 @@ class MetricsCallback(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """A rich progress bar with the latest loss (or PPO score) on stderr, when it is a terminal."""
+    """A rich progress bar with the latest loss (or the RL reward and KL) on stderr, when it is
+    a terminal."""
 
-    SHOWN = ("loss", "objective/scores", "objective/kl", "accuracy", "rewards/margins")
+    # PPO logs objective/*; RLOO and GRPO log reward and kl.
+    SHOWN = ("loss", "objective/scores", "objective/kl", "reward", "kl", "accuracy",
+             "rewards/margins")
 
     def __init__(self, description: str):
         self.description = description
