@@ -49,7 +49,7 @@ class TrainFlags:
     batch_size: int | None = flag(None, "--batch-size", help="Examples per device per step.")
     gradient_accumulation_steps: int | None = flag(None, "--gradient-accumulation-steps",
                                                    help="Steps to accumulate before each optimizer update.")
-    max_length: int | None = flag(None, "--max-length", help="Most tokens per example (PPO: per prompt).")
+    max_length: int | None = flag(None, "--max-length", help="Most tokens per example (RL trainers: per prompt).")
     format: str = flag("auto", "--format",
                        help="Prompt format: chat (the model's chat template), raw (Human:/Assistant: "
                             "transcript), or auto.")
