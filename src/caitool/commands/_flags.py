@@ -45,8 +45,10 @@ class StreamFlags:
     def __post_init__(self) -> None:
         # Before any model loads: a run that cannot write its output should cost nothing.
         from caitool.io.jsonl import check_writable
+        from caitool.scaling import is_uri
 
-        check_writable(self.output)
+        if not is_uri(self.output):  # object storage: checked by --ray's writer
+            check_writable(self.output)
 
     def stream_options(self) -> dict[str, Any]:
         """The batch loop's keyword arguments."""
@@ -132,6 +134,88 @@ class ModelFlags:
         from caitool.backends import dry_run
 
         return dry_run.wrap(backend, process, steps, units)
+
+
+@dataclass
+class RayFlags:
+    ray: bool = flag(False, "--ray",
+                     help="Run the batches on Ray: --replicas model replicas, each with its own "
+                          "backend; input and -o may also be s3://, gs://... URIs (needs "
+                          "caitool[ray]; see docs/scaling.md).")
+    ray_address: str | None = flag(None, "--ray-address",
+                                   help="With --ray: the cluster to join, e.g. auto or "
+                                        "HEAD:6379 (env RAY_ADDRESS; default: a local Ray "
+                                        "started for this run).")
+    replicas: int = flag(1, "--replicas", help="With --ray: model replicas (Ray actors).")
+    gpus_per_replica: float = flag(0.0, "--gpus-per-replica",
+                                   help="With --ray: GPUs per replica (vllm: its tensor-parallel "
+                                        "size).")
+    cpus_per_replica: float | None = flag(None, "--cpus-per-replica",
+                                          help="With --ray: CPUs per replica, fractions allowed "
+                                               "(default: 1, or on a local Ray without GPUs its "
+                                               "CPUs shared out).")
+
+    def __post_init__(self) -> None:
+        if not self.ray:
+            given = [name for name, unset in (("--ray-address", self.ray_address is None),
+                                              ("--replicas", self.replicas == 1),
+                                              ("--gpus-per-replica", self.gpus_per_replica == 0),
+                                              ("--cpus-per-replica", self.cpus_per_replica is None))
+                     if not unset]
+            if given:
+                raise CaitoolError(f"{given[0]} needs --ray")
+            return
+        self.options().check()
+
+    def options(self):
+        import os
+
+        from caitool.scaling.cluster import RayOptions
+
+        return RayOptions(address=self.ray_address or os.environ.get("RAY_ADDRESS") or None,
+                          replicas=self.replicas, gpus_per_replica=self.gpus_per_replica,
+                          cpus_per_replica=self.cpus_per_replica)
+
+
+def run_records(name: str, input: str, *, model: ModelFlags, stream_flags: StreamFlags,
+                scale: RayFlags, make_step, steps: tuple[str, ...], validate, describe: str,
+                units=None) -> None:
+    """A record command's batch loop, in this process or with --ray on a Ray cluster.
+    ``make_step(backend, done)`` builds the step (``done``: ids already written, or None to
+    read them when needed); ``units(backend)``: see ModelFlags.step."""
+    from caitool.io import stream
+    from caitool.scaling import is_uri
+
+    if not scale.ray:
+        for path in (input, stream_flags.output):
+            if is_uri(path):
+                raise CaitoolError(f"{path}: object storage is read and written with --ray")
+        with model.create_backend() as backend:
+            step = model.step(backend, make_step(backend, None), steps, stream_flags,
+                              units=units(backend) if units else None)
+            stream.run(name, input, step, validate=validate, describe=describe,
+                       **stream_flags.stream_options())
+        return
+    if model.dry_run:
+        raise CaitoolError("--dry-run runs no model, so there is nothing to scale: drop --ray")
+    from caitool.backends import registry
+    from caitool.render import check_format
+    from caitool.scaling import engine
+    from caitool.scaling.replica import BackendSpec
+
+    check_format(model.format)
+    options = model.backend_options()
+    registry.check_options(model.backend, registry.backend_class(model.backend), options)
+    gpus = scale.gpus_per_replica
+    if model.backend == "vllm" and gpus > 1:
+        size = options.setdefault("tensor_parallel_size", int(gpus))
+        if size > gpus:
+            raise CaitoolError(f"--tensor-parallel-size {size} needs as many GPUs per replica "
+                               f"(--gpus-per-replica {gpus:g})")
+    keys = (model.api_key_env or "OPENAI_API_KEY",) if model.backend == "openai" else ()
+    engine.run(name, input, BackendSpec(model.backend, model.require_model(), options),
+               make_step, scale.options(), env_keys=keys, validate=validate,
+               describe=describe, **stream_flags.stream_options())
 
 
 @dataclass

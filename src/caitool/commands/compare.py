@@ -5,9 +5,8 @@ from typing import Annotated
 import typer
 
 from caitool import constitution as constitutions
-from caitool.commands._flags import ConstitutionName, Input, ModelFlags, StreamFlags, command
+from caitool.commands._flags import ConstitutionName, Input, ModelFlags, RayFlags, StreamFlags, command, run_records
 from caitool.errors import CaitoolError
-from caitool.io import stream
 from caitool.io.jsonl import done_ids
 from caitool.schema import check_samples
 from caitool.stages.feedback import PAIRINGS, LabelOptions, compare, pair_id, pair_indices
@@ -53,6 +52,7 @@ def command(
         "--seed", help="Seed for principle sampling (and sampled reasoning).")] = 0,
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
+    scale: RayFlags = None,
 ) -> None:
     """Judge pairs of responses with a feedback model: preference pairs with soft labels.
 
@@ -77,29 +77,34 @@ def command(
     options = LabelOptions(hard=hard, tie_threshold=tie_threshold, drop_ties=drop_ties,
                            pairs=pairs)
     # A resumed run skips records whose id is written (see feedback.pair_indices) and,
-    # for records only partly written, the pairs that are: read once the batch loop holds
-    # the output, at the first batch.
-    written: set[str] | None = None
+    # for records only partly written, the pairs that are: the ids written are given with
+    # --ray, else read once the batch loop holds the output, at the first batch.
+    resumed = stream_flags.resume and stream_flags.output not in (None, "-")
+    output = stream_flags.output
 
-    def judge_batch(batch):
-        nonlocal written
-        if written is None:
-            resumed = stream_flags.resume and stream_flags.output not in (None, "-")
-            written = done_ids(stream_flags.output) if resumed else set()
-        return compare(backend, rules, batch, settings, options, skip_ids=written)
+    def make_step(backend, done):
+        written = done
 
-    def pairs_alone(batch):
+        def judge_batch(batch):
+            nonlocal written
+            if written is None:
+                written = done_ids(output) if resumed else set()
+            return compare(backend, rules, batch, settings, options, skip_ids=written)
+        return judge_batch
+
+    def pairs_alone(backend):
         """--dry-run: each pair judged on its own (the record's other pairs skipped), so
         that each request is tagged with the id of the pair it serves."""
-        units = []
-        for record in batch:
-            ids = [pair_id(str(record["id"]), i, j)
-                   for i, j in pair_indices(len(record["responses"]), pairs)]
-            units += [(own, lambda r=record, skip=set(ids) - {own}: compare(
-                backend, rules, [r], settings, options, skip_ids=skip)) for own in ids]
+        def units(batch):
+            found = []
+            for record in batch:
+                ids = [pair_id(str(record["id"]), i, j)
+                       for i, j in pair_indices(len(record["responses"]), pairs)]
+                found += [(own, lambda r=record, skip=set(ids) - {own}: compare(
+                    backend, rules, [r], settings, options, skip_ids=skip)) for own in ids]
+            return found
         return units
 
-    with model.create_backend() as backend:
-        step = model.step(backend, judge_batch, ("reasoning",), stream_flags, units=pairs_alone)
-        stream.run(NAME, input, step, validate=check_samples, describe="comparing",
-                   **stream_flags.stream_options())
+    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
+                make_step=make_step, steps=("reasoning",), validate=check_samples,
+                describe="comparing", units=pairs_alone)

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 from caitool import constitution as constitutions
-from caitool.commands._flags import ConstitutionName, Input, ModelFlags, SamplingFlags, StreamFlags, command
-from caitool.io import stream
+from caitool.commands._flags import (
+    ConstitutionName,
+    Input,
+    ModelFlags,
+    RayFlags,
+    SamplingFlags,
+    StreamFlags,
+    command,
+    run_records,
+)
 from caitool.schema import check_for_critique
 from caitool.stages import supervised
 
@@ -19,6 +27,7 @@ def command(
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
+    scale: RayFlags = None,
 ) -> None:
     """Critique each record's response under a randomly sampled principle.
 
@@ -28,10 +37,12 @@ def command(
     """
     rules = constitutions.load(constitution)
     rules.require_principles()
-    params = sampling.params()
-    with model.create_backend() as backend:
-        sampler = supervised.Sampler(backend, params, model.format)
-        step = model.step(backend, lambda batch: supervised.critique(sampler, rules, batch),
-                          ("response", "critique"), stream_flags)
-        stream.run(NAME, input, step, validate=check_for_critique, describe="critiquing",
-                   **stream_flags.stream_options())
+    params, fmt = sampling.params(), model.format
+
+    def make_step(backend, done):
+        sampler = supervised.Sampler(backend, params, fmt)
+        return lambda batch: supervised.critique(sampler, rules, batch)
+
+    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
+                make_step=make_step, steps=("response", "critique"),
+                validate=check_for_critique, describe="critiquing")

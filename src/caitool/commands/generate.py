@@ -4,9 +4,8 @@ from typing import Annotated
 
 import typer
 
-from caitool.commands._flags import Input, ModelFlags, SamplingFlags, StreamFlags, command
+from caitool.commands._flags import Input, ModelFlags, RayFlags, SamplingFlags, StreamFlags, command, run_records
 from caitool.errors import CaitoolError
-from caitool.io import stream
 from caitool.schema import check_prompt
 from caitool.stages import supervised
 
@@ -23,14 +22,17 @@ def command(
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
+    scale: RayFlags = None,
 ) -> None:
     """Answer prompt records with the model ('response', or 'responses' with -n > 1)."""
     if n < 1:
         raise CaitoolError("-n/--num-samples must be at least 1")
-    params = sampling.params()
-    with model.create_backend() as backend:
-        sampler = supervised.Sampler(backend, params, model.format)
-        step = model.step(backend, lambda batch: supervised.generate(sampler, batch, n=n),
-                          ("response",), stream_flags)
-        stream.run(NAME, input, step, validate=check_prompt, describe="generating",
-                   **stream_flags.stream_options())
+    params, fmt = sampling.params(), model.format
+
+    def make_step(backend, done):
+        sampler = supervised.Sampler(backend, params, fmt)
+        return lambda batch: supervised.generate(sampler, batch, n=n)
+
+    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
+                make_step=make_step, steps=("response",), validate=check_prompt,
+                describe="generating")

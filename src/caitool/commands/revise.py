@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 from caitool import constitution as constitutions
-from caitool.commands._flags import ConstitutionName, Input, ModelFlags, SamplingFlags, StreamFlags, command
-from caitool.io import stream
+from caitool.commands._flags import (
+    ConstitutionName,
+    Input,
+    ModelFlags,
+    RayFlags,
+    SamplingFlags,
+    StreamFlags,
+    command,
+    run_records,
+)
 from caitool.schema import check_for_revise
 from caitool.stages import supervised
 
@@ -17,6 +25,7 @@ def command(
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
+    scale: RayFlags = None,
 ) -> None:
     """Revise each response as its pending critique asks, and make the revision the response.
 
@@ -33,10 +42,12 @@ def command(
                     f"constitution '{rules.name}' (use the one the critique used)")
         return problem
 
-    params = sampling.params()
-    with model.create_backend() as backend:
-        sampler = supervised.Sampler(backend, params, model.format)
-        step = model.step(backend, lambda batch: supervised.revise(sampler, rules, batch),
-                          ("revision",), stream_flags)
-        stream.run(NAME, input, step, validate=validate, describe="revising",
-                   **stream_flags.stream_options())
+    params, fmt = sampling.params(), model.format
+
+    def make_step(backend, done):
+        sampler = supervised.Sampler(backend, params, fmt)
+        return lambda batch: supervised.revise(sampler, rules, batch)
+
+    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
+                make_step=make_step, steps=("revision",), validate=validate,
+                describe="revising")

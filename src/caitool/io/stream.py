@@ -51,7 +51,7 @@ class StreamStats:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def _batches(records: Iterator[tuple[int, Record]], size: int) -> Iterator[Batch]:
+def batches(records: Iterator[tuple[int, Record]], size: int) -> Iterator[Batch]:
     """Group records; a bad line ends the stream only after the batch before it is yielded."""
     batch: Batch = []
     while True:
@@ -92,6 +92,64 @@ def in_shard(record_id: str, shard: tuple[int, int] | None) -> bool:
     return int.from_bytes(digest[:8], "big") % shard[1] == shard[0] - 1
 
 
+def check_run(input: str | None, output: str | None, batch_size: int, resume: bool) -> None:
+    """What the batch loop refuses before it opens anything (shared with the Ray engine)."""
+    if batch_size < 1:
+        raise CaitoolError("--batch-size must be at least 1")
+    if resume and output in (None, "-"):
+        raise CaitoolError("--resume needs -o FILE (it skips the ids already in FILE)")
+    if output not in (None, "-") and same_file(input, output):
+        raise CaitoolError(f"-o {output} is the input file: writing would destroy the records "
+                           "still to be read; write to another file")
+
+
+def select(
+    command: str,
+    records: Iterator[tuple[int, Record]],
+    source: str,
+    stats: StreamStats,
+    finished: set[str],
+    part: tuple[int, int] | None,
+) -> Iterator[tuple[int, Record]]:
+    """The records still to process: each given its id, kept if in this shard, skipped if
+    its id came before (counted) or is in ``finished`` (done by an earlier run)."""
+    seen: set[str] = set()
+    for lineno, record in records:
+        stats.read += 1
+        record_id = ensure_id(record)
+        if not in_shard(record_id, part):
+            continue
+        # An id names one record: --resume skips by id, so a second record with the same
+        # id would be written or not depending on where an earlier run stopped.
+        if record_id in seen:
+            stats.duplicates += 1
+            stats.first_duplicate = stats.first_duplicate or f"{source}:{lineno}"
+            continue
+        seen.add(record_id)
+        if record_id in finished:
+            stats.skipped_done += 1
+            continue
+        yield lineno, record
+
+
+def skipper(command: str, stats: StreamStats) -> Callable[[InputError], None]:
+    """What --skip-invalid does with a bad line: count it and name it on stderr."""
+    def skipped(error: InputError) -> None:
+        stats.skipped_invalid += 1
+        console.warn(command, f"{error} (skipped)")
+    return skipped
+
+
+def write_result(command: str, writer: RecordWriter, result: StepResult, stats: StreamStats) -> None:
+    """Write a batch's records; name and count those that failed for good."""
+    failed = dict(result.failed)
+    kept = [r for r in result.records if str(r.get("id")) not in failed]
+    stats.written += writer.write(kept, unwritable=failed)
+    for record_id, reason in failed.items():
+        console.warn(command, f"record {record_id} failed: {reason}")
+    stats.failed.update(failed)
+
+
 def run(
     command: str,
     input: str | None,
@@ -106,66 +164,32 @@ def run(
     describe: str = "records",
 ) -> StreamStats:
     """Stream ``input`` through ``process`` batch by batch into ``output`` (stdout if None)."""
-    if batch_size < 1:
-        raise CaitoolError("--batch-size must be at least 1")
-    if resume and output in (None, "-"):
-        raise CaitoolError("--resume needs -o FILE (it skips the ids already in FILE)")
+    check_run(input, output, batch_size, resume)
     stats = StreamStats()
     started = time.perf_counter()
-
-    def skipped(error: InputError) -> None:
-        stats.skipped_invalid += 1
-        console.warn(command, f"{error} (skipped)")
-
-    if output not in (None, "-") and same_file(input, output):
-        raise CaitoolError(f"-o {output} is the input file: writing would destroy the records "
-                           "still to be read; write to another file")
     part = parse_shard(shard)
     total = None if part else count_lines(input)
-
-    seen: set[str] = set()
-
-    def pending() -> Iterator[tuple[int, Record]]:
-        for lineno, record in iter_records(input, validate, skip_invalid, skipped):
-            stats.read += 1
-            record_id = ensure_id(record)
-            if not in_shard(record_id, part):
-                continue
-            # An id names one record: --resume skips by id, so a second record with the same
-            # id would be written or not depending on where an earlier run stopped.
-            if record_id in seen:
-                stats.duplicates += 1
-                stats.first_duplicate = stats.first_duplicate or f"{source_name(input)}:{lineno}"
-                continue
-            seen.add(record_id)
-            if record_id in finished:
-                stats.skipped_done += 1
-                continue
-            yield lineno, record
 
     with RecordWriter(output, append=resume, flag="-o") as writer:
         # Read what is done only once the output is ours (the writer holds its lock).
         finished = done_ids(output) if resume else set()
+        pending = select(command, iter_records(input, validate, skip_invalid, skipper(command, stats)),
+                         source_name(input), stats, finished, part)
         try:
             with console.progress(describe, total) as advance:
                 shown = 0
-                for batch in _batches(pending(), batch_size):
-                    result = process(batch)
-                    failed = dict(result.failed)
-                    kept = [r for r in result.records if str(r.get("id")) not in failed]
-                    stats.written += writer.write(kept, unwritable=failed)
-                    for record_id, reason in failed.items():
-                        console.warn(command, f"record {record_id} failed: {reason}")
-                    stats.failed.update(failed)
+                for batch in batches(pending, batch_size):
+                    write_result(command, writer, process(batch), stats)
                     advance(stats.read - shown)
                     shown = stats.read
         finally:
             stats.seconds = time.perf_counter() - started
-    _report(command, stats)
+    report(command, stats)
     return stats
 
 
-def _report(command: str, stats: StreamStats) -> None:
+def report(command: str, stats: StreamStats) -> None:
+    """The run's summary on stderr; an error naming the failed records if any failed."""
     if stats.duplicates:
         many = stats.duplicates > 1
         console.warn(command, f"{stats.duplicates} record{'s repeat' if many else ' repeats'} "

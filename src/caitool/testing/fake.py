@@ -8,7 +8,8 @@ stage asked for. It is registered as ``--backend fake`` (an entry point, like an
     {"reply": "Reply {n} to: {last}",  # {n}: a running count; {last}: the last user turn
      "chat_template": true,            # false: the model has none ('auto' means raw)
      "scores": [-0.5, -1.5],           # log-probabilities of the options " (A)", " (B)"
-     "fail_on": "FAIL"}                # a prompt containing this fails for good
+     "fail_on": "FAIL",                # a prompt containing this fails for good
+     "raise_on": "CRASH"}              # one containing this raises, as a broken model would
 
 End-to-end tests use a real (tiny) model instead; this is for what does not need one.
 """
@@ -29,6 +30,7 @@ DEFAULT_SCRIPT: dict[str, Any] = {
     "chat_template": True,
     "scores": [-0.5, -1.5],
     "fail_on": None,
+    "raise_on": None,
 }
 
 
@@ -55,8 +57,8 @@ class FakeBackend(Backend):
     def has_chat_template(self) -> bool:
         return bool(self.script["chat_template"])
 
-    def _fails(self, prompt: Prompt) -> bool:
-        marker = self.script["fail_on"]
+    def _fails(self, prompt: Prompt, key: str = "fail_on") -> bool:
+        marker = self.script[key]
         if not marker:
             return False
         text = prompt.text or "".join(content for _, content in prompt.messages or ())
@@ -75,6 +77,8 @@ class FakeBackend(Backend):
 
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
         self.calls.append(Call("generate", list(prompts), params=params))
+        if any(self._fails(prompt, "raise_on") for prompt in prompts):
+            raise RuntimeError("scripted crash")
         results: list[list[str] | None] = []
         failures: dict[int, str] = {}
         for index, prompt in enumerate(prompts):

@@ -1,0 +1,94 @@
+"""Where the replicas run: a Ray cluster joined by address, or a local one started here.
+
+The options are checked before Ray is imported, so a wrong flag costs nothing. Ray's own
+logging is kept to errors: stderr is for caitool's messages, and what a replica's backend
+warns about still reaches it (Ray forwards the workers' output).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from caitool.errors import CaitoolError
+
+# Environment the replicas need that a cluster's workers do not inherit from this process:
+# offline switches, caches and tokens for the hub, caitool's own settings.
+FORWARDED_PREFIXES = ("HF_", "TRANSFORMERS_", "CAITOOL_", "VLLM_")
+FORWARDED = ("TOKENIZERS_PARALLELISM",)
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None        # None: start a local Ray here
+    replicas: int = 1
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float | None = None  # None: see cpus()
+
+    def check(self) -> None:
+        if self.replicas < 1:
+            raise CaitoolError("--replicas must be at least 1")
+        if self.gpus_per_replica < 0 or not math.isfinite(self.gpus_per_replica):
+            raise CaitoolError("--gpus-per-replica must be 0 or more")
+        if self.gpus_per_replica > 1 and self.gpus_per_replica != int(self.gpus_per_replica):
+            raise CaitoolError("--gpus-per-replica above 1 must be a whole number of GPUs")
+        if self.cpus_per_replica is not None and not (0 < self.cpus_per_replica < math.inf):
+            raise CaitoolError("--cpus-per-replica must be more than 0")
+
+    def cpus(self, cluster_cpus: float) -> float:
+        """CPUs each replica reserves: one on a cluster that others (or the next command in
+        a pipe) share, or with GPUs. On a local Ray started for this run alone, without
+        GPUs, the replicas share its CPUs: Ray gives a worker as many torch threads as whole
+        CPUs it holds, so one replica on a 2-core machine gets both. The batch feed holds
+        no CPU, so the replicas never starve it."""
+        if self.cpus_per_replica is not None:
+            return self.cpus_per_replica
+        if self.gpus_per_replica > 0 or self.address is not None:
+            return 1.0
+        share = cluster_cpus / self.replicas if cluster_cpus else 1.0
+        return max(0.25, math.floor(share * 4) / 4)
+
+
+def forwarded_env(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The driver's variables the replicas need (``extra``: e.g. the API key's variable)."""
+    return {key: value for key, value in os.environ.items()
+            if key.startswith(FORWARDED_PREFIXES) or key in FORWARDED or key in extra}
+
+
+def connect(options: RayOptions, env: dict[str, str]) -> Any:
+    """Join the cluster at ``options.address`` (``auto``: the one started on this machine
+    with ``ray start``), or start a local one; returns the ``ray`` module."""
+    try:
+        import ray
+    except ImportError:
+        raise CaitoolError("--ray needs Ray Data: pip install 'caitool[ray]'") from None
+    import ray.data
+
+    address = options.address or "local"
+    # A local Ray's workers inherit this process's environment; a cluster's need it sent
+    # (which also keeps them from reusing workers started before, so only there).
+    remote = address != "local"
+    try:
+        ray.init(address=address, include_dashboard=None if remote else False,
+                 logging_level=logging.ERROR,
+                 runtime_env={"env_vars": env} if env and remote else None)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaitoolError(f"cannot reach the Ray cluster at {address}: {first}") from None
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    # Every batch its own block: blocks are otherwise packed up to 128 MiB, and a feed of
+    # small batches would reach the replicas all at once at the end instead of streaming.
+    context.target_max_block_size = 1
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return ray
+
+
+def cluster_cpus(ray: Any) -> float:
+    return float(ray.cluster_resources().get("CPU", 0))
