@@ -113,9 +113,13 @@ def install() -> None:
             return original(module, query, key, value, attention_mask, **kwargs)
         layer = cache.layers[module.layer_idx]
         if query.shape[2] > 1:
-            # The rows' prompts: with many queries per row, the library's fused kernel over
-            # the prefix joined to each row beats computing the scores out (measured on CPU:
-            # about 2.5 times faster at 16 rows of 85 tokens after 1,459 shared ones).
+            # The rows' prompts: many queries per row, for fused kernels. On a CPU, one that
+            # also gives the softmax normaliser runs the prefix once for all rows (measured:
+            # 1.5 times faster than joining it to each row, at 64 rows of 127 tokens after 553
+            # shared ones); elsewhere, the library's kernel over the prefix joined to each row.
+            if query.device.type == "cpu" and not kwargs.get("dropout"):
+                return _prompt_pass_split(query, key, value, attention_mask, layer,
+                                          kwargs.get("scaling"))
             return _with_prefix_joined(original, module, query, key, value, attention_mask,
                                        layer, **kwargs)
         return _one_step(query, key, value, attention_mask, layer, kwargs.get("scaling"))
@@ -141,6 +145,42 @@ def _with_prefix_joined(original, module, query, key, value, mask, layer, **kwar
         visible = torch.zeros((*mask.shape[:3], shared), dtype=mask.dtype, device=mask.device)
     mask = torch.cat([visible, mask.expand(*mask.shape[:3], own)], dim=-1)
     return original(module, query, keys, values, mask, **kwargs)
+
+
+def _prompt_pass_split(query, key, value, mask, layer, scaling):
+    """Several new tokens per row, on a CPU: the fused kernel over the shared prefix once, with
+    every row's queries in one batch (each sees all of it), and over each row's own tokens
+    under its mask; the two merged through their softmax normalisers (log-sum-exp)."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    rows, heads, queries, dim = query.shape
+    kv_heads, own = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scale = scaling if scaling is not None else dim ** -0.5
+    # [rows, kv_heads, group * queries, dim]: the query heads that share a key head together.
+    grouped = query.reshape(rows, kv_heads, group * queries, dim)
+    flat = grouped.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
+    prefix_out, prefix_norm = flash(flat, layer.prefix_keys, layer.prefix_values, 0.0, False,
+                                    scale=scale)[:2]
+    prefix_out = prefix_out.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
+    prefix_norm = prefix_norm.reshape(kv_heads, rows, group * queries).transpose(0, 1)
+    if mask is None:
+        # No padding: causal over the rows' own tokens.
+        mask = torch.ones(queries, own, dtype=torch.bool, device=key.device).tril(own - queries)
+        mask = mask[None, None]
+    if mask.dtype == torch.bool:
+        # The kernel takes an additive mask of the queries' dtype.
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=mask.device).masked_fill(
+            ~mask, float("-inf"))
+    own_mask = mask.to(query.dtype).expand(rows, 1, queries, own).repeat(1, 1, group, 1)
+    own_out, own_norm = flash(grouped, key, value, 0.0, False, attn_mask=own_mask,
+                              scale=scale)[:2]
+    top = torch.maximum(prefix_norm, own_norm)
+    prefix_weight = torch.exp(prefix_norm - top)[..., None]
+    own_weight = torch.exp(own_norm - top)[..., None]
+    out = ((prefix_out.float() * prefix_weight + own_out.float() * own_weight)
+           / (prefix_weight + own_weight))
+    # Attention functions return [rows, tokens, heads, dim].
+    return out.reshape(rows, heads, queries, dim).transpose(1, 2).contiguous().to(query.dtype), None
 
 
 def _one_step(query, key, value, mask, layer, scaling):
