@@ -1,8 +1,8 @@
 """Judging: ``compare``'s stage code with and without few-shot examples, and option scoring
 (``score()``) against generating the answer and against the whole-prompt path.
 
-Each measurement loads its own backend: the hf backend keeps one cached prefix, so a backend
-that had judged under another constitution would start from the wrong one.
+Each measurement loads its own backend, so that each pays its few-shot block's one-time pass
+as a run's first batch does, and none starts from a block another measurement cached.
 """
 
 from __future__ import annotations
