@@ -120,3 +120,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(name: str, command: list[str], log: Path, ready_path: str, timeout: float,
+           env: dict[str, str] | None = None):
+    """Start a test server (``command``, its output to ``log``), wait until ``ready_path``
+    answers 200, yield its base URL; stop it afterwards. A server that exits or never comes
+    up fails the test with the end of its log."""
+    import time
+    import urllib.request
+
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    port = command[command.index("--port") + 1]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited {process.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}{ready_path}", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > started + timeout:
+                pytest.fail(f"{name} did not come up:\n{log.read_text()[-4000:]}")
+            time.sleep(0.3)
+        print(f"\n{name} ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)

@@ -8,16 +8,12 @@ does, for chat answers (``top_logprobs``) and for echoed raw prompts."""
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-from helpers import MINI, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, caitool, free_port, jsonl, records, shell
+from helpers import MINI, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, caitool, free_port, jsonl, records, served, shell
 
 pytestmark = [
     pytest.mark.vllm,
@@ -59,34 +55,8 @@ def server(tmp_path_factory):
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
                "--served-model-name", NAME, "--host", "127.0.0.1", "--port", str(port),
                "--dtype", "float32", "--max-model-len", "4096"]
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = started + 900
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vllm serve exited {process.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vllm serve did not come up:\n{log.read_text()[-4000:]}")
-            time.sleep(1)
-        print(f"\nvllm serve ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    with served("vllm serve", command, log, "/v1/models", timeout=900) as url:
         yield f"{url}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def through(server: str) -> list[str]:

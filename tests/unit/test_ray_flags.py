@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from caitool.errors import CaitoolError
+from caitool.io.jsonl import parse_lines
 from caitool.io.stream import StepResult
 from caitool.scaling import is_uri, storage
 from caitool.scaling.cluster import RayOptions
@@ -122,7 +123,7 @@ def test_shards_on_a_file_system_uri(tmp_path):
 
 def test_lines_from_storage_are_checked_with_file_and_line():
     data = b'{"id": "a", "prompt": "x"}\n\n{"prompt": \n'
-    lines = storage._lines("s3://b/in.jsonl", data, None, False, None)
+    lines = parse_lines(data.split(b"\n"), "s3://b/in.jsonl")
     assert next(lines)[0] == 1
     with pytest.raises(CaitoolError, match=r"s3://b/in.jsonl:3: invalid JSON"):
         next(lines)

@@ -11,7 +11,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -96,23 +96,34 @@ def iter_records(
     on_skip: Callable[[InputError], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, record)``; raise InputError at the first bad line unless skipping."""
-    source = source_name(path)
     with open_binary(path) as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                record = parse_line(raw, source, lineno)
-                if record is None:
-                    continue
-                problem = validate(record) if validate else None
-                if problem:
-                    raise InputError(source, lineno, problem)
-            except InputError as error:
-                if not skip_invalid:
-                    raise
-                if on_skip:
-                    on_skip(error)
+        yield from parse_lines(handle, source_name(path), validate, skip_invalid, on_skip)
+
+
+def parse_lines(
+    lines: Iterable[bytes],
+    source: str,
+    validate: Validator | None = None,
+    skip_invalid: bool = False,
+    on_skip: Callable[[InputError], None] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`iter_records` over lines from anywhere (a file, an object store's bytes), named
+    ``source`` in errors."""
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = parse_line(raw, source, lineno)
+            if record is None:
                 continue
-            yield lineno, record
+            problem = validate(record) if validate else None
+            if problem:
+                raise InputError(source, lineno, problem)
+        except InputError as error:
+            if not skip_invalid:
+                raise
+            if on_skip:
+                on_skip(error)
+            continue
+        yield lineno, record
 
 
 def count_lines(path: str | None) -> int | None:

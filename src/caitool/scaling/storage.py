@@ -17,7 +17,7 @@ from typing import Any
 
 from caitool.errors import CaitoolError, InputError
 from caitool.io import values
-from caitool.io.jsonl import Validator, parse_line
+from caitool.io.jsonl import Validator, parse_line, parse_lines
 
 Record = dict[str, Any]
 SHARD_RECORDS = 1000  # records per output shard: small enough that a kill loses little
@@ -30,25 +30,6 @@ def _filesystem(uri: str) -> tuple[Any, str]:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a URI it cannot open
         raise CaitoolError(f"{uri}: cannot open it ({str(exc).splitlines()[0]})") from None
-
-
-def _lines(source: str, data: bytes, validate: Validator | None, skip_invalid: bool,
-           on_skip: Callable[[InputError], None] | None) -> Iterator[tuple[int, Record]]:
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            record = parse_line(raw, source, lineno)
-            if record is None:
-                continue
-            problem = validate(record) if validate else None
-            if problem:
-                raise InputError(source, lineno, problem)
-        except InputError as error:
-            if not skip_invalid:
-                raise
-            if on_skip:
-                on_skip(error)
-            continue
-        yield lineno, record
 
 
 def iter_uri_records(ray: Any, uri: str, validate: Validator | None = None,
@@ -64,7 +45,8 @@ def iter_uri_records(ray: Any, uri: str, validate: Validator | None = None,
     files = ray.data.read_binary_files(paths, include_paths=True, num_cpus=0)
     files.context.execution_options.preserve_order = True
     for row in files.iter_rows():
-        yield from _lines(str(row["path"]), bytes(row["bytes"]), validate, skip_invalid, on_skip)
+        yield from parse_lines(bytes(row["bytes"]).split(b"\n"), str(row["path"]), validate,
+                               skip_invalid, on_skip)
 
 
 def _jsonl_files(uri: str) -> list[str]:
