@@ -147,15 +147,20 @@ def done_ids(path: str) -> set[str]:
                 # A run killed mid-write can leave a partial line; it is redone on resume.
                 data = file.read_bytes()
                 handle.truncate(data.rfind(b"\n") + 1)
-    ids: set[str] = set()
     with open(file, "rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            try:
-                record = parse_line(raw, path, lineno)
-            except InputError:
-                continue
-            if record is not None and "id" in record:
-                ids.add(str(record["id"]))
+        return ids_in(handle, path)
+
+
+def ids_in(lines: Iterable[bytes], source: str) -> set[str]:
+    """The ids of the records in ``lines``; a line that does not parse holds none."""
+    ids: set[str] = set()
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = parse_line(raw, source, lineno)
+        except InputError:
+            continue
+        if record is not None and "id" in record:
+            ids.add(str(record["id"]))
     return ids
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from caitool.errors import CaitoolError, InputError
 from caitool.io import values
-from caitool.io.jsonl import Validator, parse_line, parse_lines
+from caitool.io.jsonl import Validator, ids_in, parse_lines
 
 Record = dict[str, Any]
 SHARD_RECORDS = 1000  # records per output shard: small enough that a kill loses little
@@ -70,13 +70,7 @@ def done_ids_under(uri: str) -> set[str]:
     """The ids in every shard already under ``uri`` (a torn last line is not done)."""
     ids: set[str] = set()
     for path, data in _shards(uri):
-        for lineno, raw in enumerate(data.split(b"\n"), start=1):
-            try:
-                record = parse_line(raw, path, lineno)
-            except InputError:
-                continue
-            if record is not None and "id" in record:
-                ids.add(str(record["id"]))
+        ids |= ids_in(data.split(b"\n"), path)
     return ids
 
 
