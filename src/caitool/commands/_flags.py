@@ -179,10 +179,11 @@ class RayFlags:
 
 def run_records(name: str, input: str, *, model: ModelFlags, stream_flags: StreamFlags,
                 scale: RayFlags, make_step, steps: tuple[str, ...], validate, describe: str,
-                units=None) -> None:
+                units=None, records=None, finish=None) -> None:
     """A record command's batch loop, in this process or with --ray on a Ray cluster.
     ``make_step(backend, done)`` builds the step (``done``: ids already written, or None to
-    read them when needed); ``units(backend)``: see ModelFlags.step."""
+    read them when needed); ``units(backend)``: see ModelFlags.step; ``records`` and
+    ``finish``: see io.stream.run (a dry run writes requests, so it has no ``finish``)."""
     from caitool.io import stream
     from caitool.scaling import is_uri
 
@@ -194,6 +195,7 @@ def run_records(name: str, input: str, *, model: ModelFlags, stream_flags: Strea
             step = model.step(backend, make_step(backend, None), steps, stream_flags,
                               units=units(backend) if units else None)
             stream.run(name, input, step, validate=validate, describe=describe,
+                       records=records, finish=None if model.dry_run else finish,
                        **stream_flags.stream_options())
         return
     if model.dry_run:
@@ -215,7 +217,7 @@ def run_records(name: str, input: str, *, model: ModelFlags, stream_flags: Strea
     keys = (model.api_key_env or "OPENAI_API_KEY",) if model.backend == "openai" else ()
     engine.run(name, input, BackendSpec(model.backend, model.require_model(), options),
                make_step, scale.options(), env_keys=keys, validate=validate,
-               describe=describe, **stream_flags.stream_options())
+               describe=describe, records=records, finish=finish, **stream_flags.stream_options())
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,24 +162,32 @@ def run(
     shard: str | None = None,
     validate: Validator | None = None,
     describe: str = "records",
+    records: Iterable[tuple[int, Record]] | None = None,
+    finish: Callable[[StepResult], StepResult] | None = None,
 ) -> StreamStats:
-    """Stream ``input`` through ``process`` batch by batch into ``output`` (stdout if None)."""
+    """Stream ``input`` through ``process`` batch by batch into ``output`` (stdout if None).
+
+    ``records`` (numbered) stand in for reading ``input`` when a command makes its own work
+    items (red-team's requests); ``finish`` sees each batch's result here, in order, before
+    it is written, for what must be decided in one place (red-team's de-duplication)."""
     check_run(input, output, batch_size, resume)
     stats = StreamStats()
     started = time.perf_counter()
     part = parse_shard(shard)
-    total = None if part else count_lines(input)
+    total = None if part or records is not None else count_lines(input)
 
     with RecordWriter(output, append=resume, flag="-o") as writer:
         # Read what is done only once the output is ours (the writer holds its lock).
         finished = done_ids(output) if resume else set()
-        pending = select(command, iter_records(input, validate, skip_invalid, skipper(command, stats)),
-                         source_name(input), stats, finished, part)
+        if records is None:
+            records = iter_records(input, validate, skip_invalid, skipper(command, stats))
+        pending = select(command, iter(records), source_name(input), stats, finished, part)
         try:
             with console.progress(describe, total) as advance:
                 shown = 0
                 for batch in batches(pending, batch_size):
-                    write_result(command, writer, process(batch), stats)
+                    result = process(batch)
+                    write_result(command, writer, finish(result) if finish else result, stats)
                     advance(stats.read - shown)
                     shown = stats.read
         finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from caitool import console
@@ -81,14 +81,17 @@ def run(
     shard: str | None = None,
     validate: Validator | None = None,
     describe: str = "records",
+    records: Iterable[tuple[int, Any]] | None = None,
+    finish: Callable[[stream.StepResult], stream.StepResult] | None = None,
 ) -> stream.StreamStats:
-    """:func:`caitool.io.stream.run` with the step run by ``options.replicas`` replicas."""
+    """:func:`caitool.io.stream.run` with the step run by ``options.replicas`` replicas
+    (``records`` and ``finish`` as there: ``finish`` runs here, not on the replicas)."""
     options.check()
     stream.check_run(input, output, batch_size, resume)
     stats = stream.StreamStats()
     started = time.perf_counter()
     part = stream.parse_shard(shard)
-    total = None if part or is_uri(input) else count_lines(input)
+    total = None if part or records is not None or is_uri(input) else count_lines(input)
     writer: Any = (storage.ShardWriter(output, append=resume) if is_uri(output)
                    else RecordWriter(output, append=resume, flag="-o"))
     with writer:
@@ -102,7 +105,7 @@ def run(
         ray = cluster.connect(options, cluster.forwarded_env(env_keys))
         try:
             _execute(ray, command, input, spec, make_step, options, writer, stats, finished,
-                     part, total, batch_size, skip_invalid, validate, describe)
+                     part, total, batch_size, skip_invalid, validate, describe, records, finish)
         finally:
             stats.seconds = time.perf_counter() - started
             ray.shutdown()
@@ -114,14 +117,20 @@ def _execute(ray: Any, command: str, input: str | None, spec: BackendSpec,
              make_step: StepFactory, options: cluster.RayOptions, writer: Any,
              stats: stream.StreamStats, finished: set[str], part: tuple[int, int] | None,
              total: int | None, batch_size: int, skip_invalid: bool,
-             validate: Validator | None, describe: str) -> None:
+             validate: Validator | None, describe: str,
+             given: Iterable[tuple[int, Any]] | None = None,
+             finish: Callable[[stream.StepResult], stream.StepResult] | None = None) -> None:
     from ray.data import ActorPoolStrategy
     from ray.util.queue import Queue
 
     skipped = stream.skipper(command, stats)
     source = input if is_uri(input) else source_name(input)
-    records = (storage.iter_uri_records(ray, input, validate, skip_invalid, skipped)
-               if is_uri(input) else iter_records(input, validate, skip_invalid, skipped))
+    if given is not None:
+        records: Iterator[tuple[int, Any]] = iter(given)
+    elif is_uri(input):
+        records = storage.iter_uri_records(ray, input, validate, skip_invalid, skipped)
+    else:
+        records = iter_records(input, validate, skip_invalid, skipped)
     pending = stream.select(command, records, source, stats, finished, part)
     # Enough batches queued that no replica waits, few enough to bound memory. It holds no
     # CPU: the replicas may hold them all.
@@ -165,7 +174,7 @@ def _execute(ray: Any, command: str, input: str | None, spec: BackendSpec,
                     if isinstance(result, Broken):
                         raise CaitoolError(result.reason)
                     received += 1
-                    stream.write_result(command, writer, result, stats)
+                    stream.write_result(command, writer, finish(result) if finish else result, stats)
                     advance(len(result.records) + len(result.failed))
     except (CaitoolError, KeyboardInterrupt, BrokenPipeError):
         raise

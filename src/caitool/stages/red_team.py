@@ -1,0 +1,287 @@
+"""New prompts grown from seed prompts by few-shot prompting, as the paper grew its red-team set.
+
+Each request is a work item of its own: an id, and the seeds sampled for it (at random from a
+seeded generator, from one category at a time when asked, so categories stay balanced). The
+step shows the model those seeds, asks for one more, cleans the reply and marks the replies
+that are not usable prompts (empty, cut off, an answer or a refusal, too short or too long).
+The :class:`Sieve` then sees every batch in one place, in order (on a Ray run: where the
+results are written, not on the replicas), drops what was marked, drops exact and near
+duplicates of the seeds and of earlier outputs, stops at the number asked for, and counts
+each reason for the summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from caitool import render
+from caitool.errors import CaitoolError
+from caitool.io.stream import StepResult
+from caitool.near_duplicates import DuplicateIndex, normalise
+from caitool.schema import add_provenance, conversation, ensure_id
+from caitool.stages.supervised import Sampler
+
+Record = dict[str, Any]
+COMMAND = "red-team"
+# Why the step refused a reply; popped by the sieve, never written.
+REJECTED = "_rejected"
+SEED_NAME = "seed "
+
+# Openings of a reply that answers or refuses instead of asking, on normalised text (lower
+# case, apostrophes dropped): a model asked for a request often writes the assistant's side.
+NOT_A_PROMPT = (
+    "sure", "certainly", "of course", "absolutely", "here is", "heres", "here are", "great question",
+    "im sorry", "i am sorry", "sorry", "i apologise", "i apologize", "i cant", "i cannot",
+    "i wont", "i will not", "im not able", "i am not able", "im unable", "i am unable",
+    "as an ai", "as a language model", "as an assistant", "unfortunately", "id be happy",
+    "i would be happy", "thank you for", "i understand that",
+)
+_OPENINGS = re.compile(r"^(?:" + "|".join(re.escape(p) for p in NOT_A_PROMPT) + r")\b")
+_LABEL = re.compile(r"^\s*(?:(?:new\s+)?(?:request|message|prompt)\s*(?:\d+\s*)?:|\d+\s*[.)]|[-*\u2022])\s*",
+                    re.IGNORECASE)
+_QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+_ENDINGS = tuple(".?!\"')]\u201d\u2019\u2026")
+
+REASONS = {
+    "empty": "empty",
+    "cut_off": "cut off",
+    "not_a_prompt": "an answer or a refusal",
+    "too_short": "too short",
+    "too_long": "too long",
+    "duplicate_seed": "a seed repeated",
+    "duplicate_output": "an earlier output repeated",
+    "near_duplicate_seed": "near a seed",
+    "near_duplicate_output": "near an earlier output",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The checks a reply passes on its own (the sieve adds those against other texts)."""
+
+    min_words: int = 3
+    max_words: int = 120
+    max_new_tokens: int = 96
+
+    def problem(self, text: str) -> str | None:
+        if not text:
+            return "empty"
+        words = len(text.split())
+        # A reply that spent its token budget without ending a sentence was cut off (a
+        # backend does not say why it stopped; a token is at most about one word).
+        if words >= 0.6 * self.max_new_tokens and not text.endswith(_ENDINGS):
+            return "cut_off"
+        if _OPENINGS.match(normalise(text)):
+            return "not_a_prompt"
+        if words < self.min_words:
+            return "too_short"
+        if words > self.max_words:
+            return "too_long"
+        return None
+
+
+def clean(reply: str) -> str:
+    """The new prompt in a reply: its first paragraph, without a label, numbering or quotes."""
+    text = reply.strip()
+    text = re.split(r"\n\s*\n", text, maxsplit=1)[0]
+    text = _LABEL.sub("", text, count=1)
+    text = " ".join(text.split())
+    if len(text) > 1 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    return text
+
+
+# -- seeds and requests ----------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The seeds and how requests sample them."""
+
+    seeds: dict[str, str]                       # id -> the text shown (its first user turn)
+    categories: dict[str, list[str]]            # category -> seed ids (one group: "")
+    shots: int = 4
+    seed: int = 0
+    by_category: bool = False
+    request: render.GrowRequest = field(default_factory=lambda: render.GROW_REQUESTS["red-team"])
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record], **settings: Any) -> Plan:
+        seeds: dict[str, str] = {}
+        categories: dict[str, list[str]] = {}
+        for record in records:
+            seed_id = ensure_id(record)
+            if seed_id in seeds:
+                continue
+            first = next(m["content"] for m in conversation(record) if m["role"] == "user")
+            seeds[seed_id] = first
+            category = record.get("category")
+            key = category if isinstance(category, str) and settings.get("by_category") else ""
+            categories.setdefault(key, []).append(seed_id)
+        if not seeds:
+            raise CaitoolError("no seed prompts: red-team needs some to show the model")
+        return cls(seeds, categories, **settings)
+
+    @property
+    def key(self) -> str:
+        """A short digest of what decides the requests, so ids from other plans never clash."""
+        text = "|".join([self.request.name, str(self.seed), str(self.shots), str(self.by_category),
+                         *self.seeds])
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def request_record(self, index: int) -> Record:
+        rng = random.Random(f"{self.seed}:{index}")
+        names = sorted(self.categories)
+        category = names[index % len(names)]
+        pool = self.categories[category]
+        chosen = rng.sample(pool, min(self.shots, len(pool)))
+        record: Record = {"id": f"{self.request.name}-{self.key}-{index + 1:06d}", "seeds": chosen}
+        if category:
+            record["category"] = category
+        return record
+
+
+def requests(plan: Plan, sieve: Sieve | None, limit: int) -> Iterator[tuple[int, Record]]:
+    """Numbered requests, made as they are asked for: at most ``limit``, and none once the
+    sieve has what it wants (without a sieve, as for a dry run: exactly ``limit``)."""
+    for index in range(limit):
+        if sieve is not None and sieve.full:
+            return
+        yield index + 1, plan.request_record(index)
+
+
+# -- the step and the sieve --------------------------------------------------------------------
+
+
+def grow(sampler: Sampler, plan: Plan, limits: Limits, records: list[Record]) -> StepResult:
+    """One new prompt per request; replies that are no prompt are marked for the sieve."""
+    failed: dict[str, str] = {}
+    asks = [render.grow_prompt(plan.request, [plan.seeds[s] for s in r["seeds"]], sampler.fmt)
+            for r in records]
+    outputs = sampler.complete(asks, records, COMMAND, failed)
+    made = []
+    for record, samples in zip(records, outputs):
+        text = clean(samples[0])
+        new: Record = {"id": record["id"], "prompt": text,
+                       **{k: v for k, v in record.items() if k != "id"}}
+        problem = limits.problem(text)
+        if problem:
+            new[REJECTED] = problem
+        add_provenance(new, COMMAND, sampler.provenance(request=plan.request.name, shots=plan.shots))
+        made.append(new)
+    return StepResult(made, failed)
+
+
+@dataclass
+class Sieve:
+    """Every batch's new prompts, in order: the marked dropped, duplicates dropped, at most
+    ``target`` kept; ``counts`` says why each of the others went."""
+
+    target: int
+    index: DuplicateIndex
+    kept: int = 0
+    counts: Counter = field(default_factory=Counter)
+    surplus: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.kept >= self.target
+
+    def add_seeds(self, plan: Plan) -> None:
+        self.index.add_texts([SEED_NAME + s for s in plan.seeds], list(plan.seeds.values()))
+
+    def add_written(self, records: Sequence[Record]) -> None:
+        """What an earlier run wrote (``--resume``): counted, and checked against."""
+        texts = [r["prompt"] for r in records if isinstance(r.get("prompt"), str)]
+        self.index.add_texts([str(r.get("id")) for r in records], texts)
+        self.kept += len(texts)
+
+    def __call__(self, result: StepResult) -> StepResult:
+        waiting = []
+        for record in result.records:
+            if str(record.get("id")) in result.failed:
+                continue
+            problem = record.pop(REJECTED, None)
+            if problem:
+                self.counts[problem] += 1
+            else:
+                waiting.append(record)
+        kept = []
+        matches = self.index.check_texts([r["id"] for r in waiting], [r["prompt"] for r in waiting])
+        for record, match in zip(waiting, matches):
+            if match is not None:
+                of_seed = match.of.startswith(SEED_NAME)
+                kind = ("duplicate" if match.kind == "exact" else "near_duplicate")
+                self.counts[f"{kind}_{'seed' if of_seed else 'output'}"] += 1
+            elif self.full:
+                self.surplus += 1
+            else:
+                self.kept += 1
+                kept.append(record)
+        return StepResult(kept, result.failed)
+
+    def summary(self) -> str:
+        dropped = sum(self.counts.values())
+        parts = [f"{self.counts[k]} {label}" for k, label in REASONS.items() if self.counts[k]]
+        text = f"{self.kept} new prompts kept; {dropped} dropped"
+        if parts:
+            text += f" ({', '.join(parts)})"
+        if self.surplus:
+            text += f"; {self.surplus} beyond -n left out"
+        return text
+
+
+# -- a request file of the user's own ---------------------------------------------------------
+
+MAX_REQUEST_BYTES = 64 * 1024
+REQUEST_FIELDS = ("name", "description", "instruction", "label")
+
+
+def load_request(path: str) -> render.GrowRequest:
+    """A YAML file with the request's text: ``description`` and ``instruction`` (required),
+    ``name`` (default: the file's stem) and ``label`` (default ``Request``)."""
+    import os
+
+    import yaml
+
+    from caitool.io import yaml_safe
+
+    try:
+        if not os.path.isfile(path):
+            raise CaitoolError(f"{path}: " + ("not a regular file" if os.path.exists(path)
+                                                else "no such file"))
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_REQUEST_BYTES + 1)
+    except OSError as exc:
+        raise CaitoolError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise CaitoolError(f"{path}: larger than {MAX_REQUEST_BYTES // 1024} KiB; a request file "
+                           "holds a few sentences")
+    try:
+        data = yaml_safe.load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CaitoolError(f"{path}: not UTF-8 text") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CaitoolError(f"{path}: cannot parse: {problem}") from None
+    if not isinstance(data, dict):
+        raise CaitoolError(f"{path}: expected a mapping with {', '.join(REQUEST_FIELDS)}")
+    unknown = sorted(set(map(str, data)) - set(REQUEST_FIELDS))
+    if unknown:
+        raise CaitoolError(f"{path}: unknown key '{unknown[0]}' (keys: {', '.join(REQUEST_FIELDS)})")
+    for key in REQUEST_FIELDS:
+        if key in data and not (isinstance(data[key], str) and data[key].strip()):
+            raise CaitoolError(f"{path}: '{key}' must be a non-empty string")
+    for key in ("description", "instruction"):
+        if key not in data:
+            raise CaitoolError(f"{path}: missing '{key}'")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return render.GrowRequest(name=data.get("name", stem).strip(), description=data["description"].strip(),
+                              instruction=data["instruction"].strip(),
+                              label=data.get("label", "Request").strip())
