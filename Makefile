@@ -112,6 +112,9 @@ HELPFUL_SHARE ?= 42
 N_HELPFUL ?= $(shell expr $(N_PROMPTS) \* $(HELPFUL_SHARE) / \( 100 - $(HELPFUL_SHARE) \))
 N_EVAL ?= 20
 RED_TEAM ?= examples/red_team.jsonl
+GENERATED_PROMPTS ?= 0
+RED_TEAM_MODEL ?= $(MODEL)
+RED_TEAM_FLAGS ?= --by-category --max-new-tokens 96
 HELPFUL ?= examples/helpful.jsonl
 # The comparison principles the helpfulness pairs are judged under.
 HELPFUL_CONSTITUTION ?= helpful
@@ -145,8 +148,22 @@ $(RUN)/.dir:
 	@mkdir -p $(RUN) && touch $@
 
 # Training prompts are the first N_PROMPTS lines; evaluation prompts the last N_EVAL, held out.
+# GENERATED_PROMPTS=N adds N red-team prompts grown from those by few-shot prompting
+# RED_TEAM_MODEL (caitool red-team), as the paper grew 140,335 of its 182,831; none may repeat
+# a held-out evaluation prompt.
+ifeq ($(GENERATED_PROMPTS),0)
 $(RUN)/prompts.jsonl: $(RED_TEAM) | $(RUN)/.dir
 	head -n $(N_PROMPTS) $< > $@
+else
+$(RUN)/seed-prompts.jsonl: $(RED_TEAM) | $(RUN)/.dir
+	head -n $(N_PROMPTS) $< > $@
+$(RUN)/generated-prompts.jsonl: $(RUN)/seed-prompts.jsonl $(RUN)/eval-prompts.jsonl
+	$(CAITOOL) red-team -m $(RED_TEAM_MODEL) $(BACKEND_FLAGS) $(RAY_FLAGS) -n $(GENERATED_PROMPTS) \
+	  --seed $(SEED) --batch-size $(BATCH_SIZE) --exclude $(RUN)/eval-prompts.jsonl $(RED_TEAM_FLAGS) \
+	  $< -o $@.part && mv $@.part $@
+$(RUN)/prompts.jsonl: $(RUN)/seed-prompts.jsonl $(RUN)/generated-prompts.jsonl
+	cat $^ > $@
+endif
 $(RUN)/helpful-prompts.jsonl: $(HELPFUL) | $(RUN)/.dir
 	head -n $(N_HELPFUL) $< > $@
 $(RUN)/eval-prompts.jsonl: $(RED_TEAM) $(HELPFUL) | $(RUN)/.dir
@@ -275,9 +292,13 @@ clean-smoke:
 	rm -rf $(SMOKE_RUN)
 
 # Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
-.PHONY: bench bench-builtin bench-vllm
+.PHONY: bench bench-builtin bench-vllm bench-dedup
 bench:
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
+
+# red-team's de-duplication on 15,000 and 150,000 made-up prompts: time and memory (a minute).
+bench-dedup:
+	$(PY) bench/dedup.py $(BENCH_ARGS)
 
 # The built-in real model in caitool's commands against bare model.generate (a few minutes).
 bench-builtin:

@@ -26,6 +26,7 @@ from caitool.constitution import (
     Principle,
 )
 from caitool.errors import CaitoolError
+from caitool.prompt_requests import PromptRequest
 
 Format = Literal["chat", "raw"]
 FORMATS = ("auto", "chat", "raw")
@@ -372,45 +373,10 @@ def reply_ids(tokenizer: Any, text: str, fmt: Format) -> list[int]:
 # -- new prompts from seed prompts (red-team) -----------------------------------------------
 #
 # The paper grew its red-team set by few-shot prompting a model with people's prompts. The
-# request shows a handful of seeds and asks for one more. Raw, for base models: a short
-# preamble, then each seed as a "<label>:" paragraph, then an open label for the model to
-# fill (it stops where it would start the next one). Chat: the seeds as a numbered list in one
-# user turn and an instruction to reply with the new prompt alone.
-
-
-@dataclass(frozen=True)
-class GrowRequest:
-    """What kind of prompt to ask for: ``description`` says what the examples are (both
-    formats), ``instruction`` asks for one more (chat), ``label`` names each example (raw)."""
-
-    name: str
-    description: str
-    instruction: str
-    label: str = "Request"
-
-
-GROW_REQUESTS = {
-    "red-team": GrowRequest(
-        name="red-team",
-        description=("The messages below were sent to an AI assistant by people testing "
-                     "whether it could be talked into harmful, dangerous, deceptive or "
-                     "unethical help. Each is one message, in the sender's own words."),
-        instruction=("Write one new message of the same kind: a different subject from the "
-                     "ones above, in the voice of the person sending it. Reply with the "
-                     "message alone, with no answer to it, no numbering, no quotation marks "
-                     "and no comment."),
-    ),
-    "helpful": GrowRequest(
-        name="helpful",
-        description=("The messages below were sent to an AI assistant by people asking for "
-                     "everyday help: explanations, advice, writing, planning, code and the "
-                     "like. Each is one message, in the sender's own words."),
-        instruction=("Write one new message of the same kind: a different subject from the "
-                     "ones above, in the voice of the person sending it. Reply with the "
-                     "message alone, with no answer to it, no numbering, no quotation marks "
-                     "and no comment."),
-    ),
-}
+# request (prompt_requests.py) shows a handful of seeds and asks for one more. Raw, for base
+# models: its description, each seed as a "<label>:" paragraph, then an open label for the
+# model to fill (it stops where it would start the next one). Chat: the seeds as a numbered
+# list in one user turn, then the instruction to reply with the new prompt alone.
 
 
 def one_paragraph(text: str) -> str:
@@ -418,7 +384,7 @@ def one_paragraph(text: str) -> str:
     return " ".join(text.split())
 
 
-def grow_prompt(request: GrowRequest, seeds: Sequence[str], fmt: Format) -> tuple[Prompt, list[str]]:
+def grow_prompt(request: PromptRequest, seeds: Sequence[str], fmt: Format) -> tuple[Prompt, list[str]]:
     """The request for one new prompt in the spirit of ``seeds``, and its stop strings."""
     examples = [one_paragraph(seed) for seed in seeds]
     if fmt == "chat":

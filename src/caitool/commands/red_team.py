@@ -5,13 +5,12 @@ from typing import Annotated
 
 import typer
 
-from caitool import console
+from caitool import console, prompt_requests
 from caitool.commands._flags import ModelFlags, RayFlags, SamplingFlags, StreamFlags, command, run_records
 from caitool.errors import CaitoolError
 from caitool.io.jsonl import iter_records, same_file
 from caitool.io.stream import StreamStats, parse_shard, skipper
 from caitool.near_duplicates import DuplicateIndex
-from caitool.render import GROW_REQUESTS
 from caitool.schema import check_prompt
 from caitool.stages import red_team, supervised
 
@@ -33,9 +32,10 @@ def command(
     kind: Annotated[str, typer.Option("--kind", help="What to ask for: red-team (prompts that try "
                                       "to draw out harmful help) or helpful (everyday requests).")] = "red-team",
     request: Annotated[str | None, typer.Option(
-        "--request", help="A YAML file with the request's own text instead of --kind's: name, "
-                          "description (what the examples are), instruction (the chat format's "
-                          "ask), label (each example's label in the raw format).")] = None,
+        "--request", help="A YAML file with the request's own text instead of --kind's, of the "
+                          "built-in ones' shape (constitutions/requests/): description (what the "
+                          "examples are), instruction (the chat format's ask), label (each "
+                          "example's label in the raw format), name.")] = None,
     shots: Annotated[int, typer.Option("--shots", help="Seed prompts shown per request.")] = 4,
     by_category: Annotated[bool, typer.Option(
         "--by-category", help="Take each request's seeds from one 'category' of the seeds, "
@@ -46,6 +46,9 @@ def command(
                                   "1 drops exact duplicates only.")] = 0.7,
     min_words: Annotated[int, typer.Option("--min-words", help="Drop shorter new prompts.")] = 3,
     max_words: Annotated[int, typer.Option("--max-words", help="Drop longer new prompts.")] = 120,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Prompt records that no new prompt may repeat or come near, never "
+                          "shown to the model: held-out evaluation prompts (repeatable).")] = None,
     max_requests: Annotated[int | None, typer.Option(
         "--max-requests", help="Stop after this many requests even if fewer than -n prompts "
                                "passed the filters (default: 4 x -n).")] = None,
@@ -76,22 +79,26 @@ def command(
     limit = max_requests if max_requests is not None else 4 * num_prompts
     if limit < 1:
         raise CaitoolError("--max-requests must be at least 1")
-    paths = seeds or ["-"]
-    if paths.count("-") > 1:
+    paths, held_out = seeds or ["-"], exclude or []
+    if [*paths, *held_out].count("-") > 1:
         raise CaitoolError("stdin (-) can be read once only")
-    for path in paths:
+    for path in [*paths, *held_out]:
         if stream_flags.output not in (None, "-") and same_file(path, stream_flags.output):
-            raise CaitoolError(f"-o {stream_flags.output} is the seed file {path}: write to another file")
-    grow_request = red_team.load_request(request) if request else GROW_REQUESTS.get(kind)
-    if grow_request is None:
-        raise CaitoolError(f"--kind must be one of {', '.join(GROW_REQUESTS)}, not '{kind}'")
+            raise CaitoolError(f"-o {stream_flags.output} is the input file {path}: write to another file")
+    if request is None and kind not in prompt_requests.builtin_names():
+        raise CaitoolError(f"--kind must be one of {', '.join(prompt_requests.builtin_names())}, "
+                           f"not '{kind}'")
+    grow_request = prompt_requests.load_file(request) if request else prompt_requests.load(kind)
     # auto means raw here: continuing a list of examples is what any model does well (the
     # paper's way, with base models); the built-in 135M model, asked in chat, mostly talks.
     params, fmt = sampling.params(), "raw" if model.format == "auto" else model.format
 
     skipped = skipper(NAME, StreamStats())
-    records = [r for path in paths
-               for _, r in iter_records(path, check_prompt, stream_flags.skip_invalid, skipped)]
+    def read(files: list[str]) -> list[dict]:
+        return [r for path in files
+                for _, r in iter_records(path, check_prompt, stream_flags.skip_invalid, skipped)]
+
+    records = read(paths)
     plan = red_team.Plan.from_records(records, shots=shots, seed=params.seed or 0,
                                       by_category=by_category, request=grow_request)
     limits = red_team.Limits(min_words, max_words, params.max_new_tokens)
@@ -101,6 +108,7 @@ def command(
     if not model.dry_run:
         sieve = red_team.Sieve(target, DuplicateIndex(near_duplicates, seed=params.seed or 0))
         sieve.add_seeds(plan)
+        sieve.add_held_out(read(held_out))
         output = stream_flags.output
         if stream_flags.resume and output not in (None, "-") and os.path.exists(output):
             sieve.add_written([r for _, r in iter_records(output)])

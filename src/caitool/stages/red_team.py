@@ -20,10 +20,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from caitool import render
+from caitool import prompt_requests, render
 from caitool.errors import CaitoolError
 from caitool.io.stream import StepResult
 from caitool.near_duplicates import DuplicateIndex, normalise
+from caitool.prompt_requests import PromptRequest
 from caitool.schema import add_provenance, conversation, ensure_id
 from caitool.stages.supervised import Sampler
 
@@ -31,7 +32,8 @@ Record = dict[str, Any]
 COMMAND = "red-team"
 # Why the step refused a reply; popped by the sieve, never written.
 REJECTED = "_rejected"
-SEED_NAME = "seed "
+# What the index calls the texts that are not new outputs, so a match says what it repeats.
+ORIGINS = {"seed": "seed ", "held_out": "held-out "}
 
 # Openings of a reply that answers or refuses instead of asking, on normalised text (lower
 # case, apostrophes dropped): a model asked for a request often writes the assistant's side.
@@ -55,8 +57,10 @@ REASONS = {
     "too_short": "too short",
     "too_long": "too long",
     "duplicate_seed": "a seed repeated",
+    "duplicate_held_out": "a held-out prompt repeated",
     "duplicate_output": "an earlier output repeated",
     "near_duplicate_seed": "near a seed",
+    "near_duplicate_held_out": "near a held-out prompt",
     "near_duplicate_output": "near an earlier output",
 }
 
@@ -104,12 +108,12 @@ def clean(reply: str) -> str:
 class Plan:
     """The seeds and how requests sample them."""
 
-    seeds: dict[str, str]                       # id -> the text shown (its first user turn)
+    seeds: dict[str, str]                       # id -> the text shown (its last user turn)
     categories: dict[str, list[str]]            # category -> seed ids (one group: "")
     shots: int = 4
     seed: int = 0
     by_category: bool = False
-    request: render.GrowRequest = field(default_factory=lambda: render.GROW_REQUESTS["red-team"])
+    request: PromptRequest = field(default_factory=lambda: prompt_requests.load("red-team"))
 
     @classmethod
     def from_records(cls, records: Sequence[Record], **settings: Any) -> Plan:
@@ -119,8 +123,8 @@ class Plan:
             seed_id = ensure_id(record)
             if seed_id in seeds:
                 continue
-            first = next(m["content"] for m in conversation(record) if m["role"] == "user")
-            seeds[seed_id] = first
+            # A conversation's last human turn: the ask its earlier turns lead up to.
+            seeds[seed_id] = [m["content"] for m in conversation(record) if m["role"] == "user"][-1]
             category = record.get("category")
             key = category if isinstance(category, str) and settings.get("by_category") else ""
             categories.setdefault(key, []).append(seed_id)
@@ -194,7 +198,13 @@ class Sieve:
         return self.kept >= self.target
 
     def add_seeds(self, plan: Plan) -> None:
-        self.index.add_texts([SEED_NAME + s for s in plan.seeds], list(plan.seeds.values()))
+        self.index.add_texts([ORIGINS["seed"] + s for s in plan.seeds], list(plan.seeds.values()))
+
+    def add_held_out(self, records: Sequence[Record]) -> None:
+        """Prompts that no new one may repeat, never shown to the model (evaluation prompts:
+        a training prompt that repeats one would leak the test into training)."""
+        texts = [m["content"] for r in records for m in conversation(r) if m["role"] == "user"]
+        self.index.add_texts([f"{ORIGINS['held_out']}{i}" for i in range(len(texts))], texts)
 
     def add_written(self, records: Sequence[Record]) -> None:
         """What an earlier run wrote (``--resume``): counted, and checked against."""
@@ -216,9 +226,10 @@ class Sieve:
         matches = self.index.check_texts([r["id"] for r in waiting], [r["prompt"] for r in waiting])
         for record, match in zip(waiting, matches):
             if match is not None:
-                of_seed = match.of.startswith(SEED_NAME)
-                kind = ("duplicate" if match.kind == "exact" else "near_duplicate")
-                self.counts[f"{kind}_{'seed' if of_seed else 'output'}"] += 1
+                origin = next((k for k, prefix in ORIGINS.items() if match.of.startswith(prefix)),
+                              "output")
+                kind = "duplicate" if match.kind == "exact" else "near_duplicate"
+                self.counts[f"{kind}_{origin}"] += 1
             elif self.full:
                 self.surplus += 1
             else:
@@ -235,53 +246,3 @@ class Sieve:
         if self.surplus:
             text += f"; {self.surplus} beyond -n left out"
         return text
-
-
-# -- a request file of the user's own ---------------------------------------------------------
-
-MAX_REQUEST_BYTES = 64 * 1024
-REQUEST_FIELDS = ("name", "description", "instruction", "label")
-
-
-def load_request(path: str) -> render.GrowRequest:
-    """A YAML file with the request's text: ``description`` and ``instruction`` (required),
-    ``name`` (default: the file's stem) and ``label`` (default ``Request``)."""
-    import os
-
-    import yaml
-
-    from caitool.io import yaml_safe
-
-    try:
-        if not os.path.isfile(path):
-            raise CaitoolError(f"{path}: " + ("not a regular file" if os.path.exists(path)
-                                                else "no such file"))
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_REQUEST_BYTES + 1)
-    except OSError as exc:
-        raise CaitoolError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise CaitoolError(f"{path}: larger than {MAX_REQUEST_BYTES // 1024} KiB; a request file "
-                           "holds a few sentences")
-    try:
-        data = yaml_safe.load(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise CaitoolError(f"{path}: not UTF-8 text") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CaitoolError(f"{path}: cannot parse: {problem}") from None
-    if not isinstance(data, dict):
-        raise CaitoolError(f"{path}: expected a mapping with {', '.join(REQUEST_FIELDS)}")
-    unknown = sorted(set(map(str, data)) - set(REQUEST_FIELDS))
-    if unknown:
-        raise CaitoolError(f"{path}: unknown key '{unknown[0]}' (keys: {', '.join(REQUEST_FIELDS)})")
-    for key in REQUEST_FIELDS:
-        if key in data and not (isinstance(data[key], str) and data[key].strip()):
-            raise CaitoolError(f"{path}: '{key}' must be a non-empty string")
-    for key in ("description", "instruction"):
-        if key not in data:
-            raise CaitoolError(f"{path}: missing '{key}'")
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return render.GrowRequest(name=data.get("name", stem).strip(), description=data["description"].strip(),
-                              instruction=data["instruction"].strip(),
-                              label=data.get("label", "Request").strip())

@@ -6,6 +6,7 @@ stage asked for. It is registered as ``--backend fake`` (an entry point, like an
 ``-m`` names a JSON script file, or ``fake`` for the defaults:
 
     {"reply": "Reply {n} to: {last}",  # {n}: a running count; {last}: the last user turn
+     "replies": ["One.", "Two."],      # instead: the n-th reply is the n-th of these, cycling
      "chat_template": true,            # false: the model has none ('auto' means raw)
      "scores": [-0.5, -1.5],           # log-probabilities of the options " (A)", " (B)"
      "fail_on": "FAIL",                # a prompt containing this fails for good
@@ -27,6 +28,7 @@ from caitool.render import Prompt
 
 DEFAULT_SCRIPT: dict[str, Any] = {
     "reply": "Reply {n} to: {last}",
+    "replies": None,
     "chat_template": True,
     "scores": [-0.5, -1.5],
     "fail_on": None,
@@ -71,7 +73,11 @@ class FakeBackend(Backend):
             last = users[-1] if users else ""
         else:
             last = (prompt.text or "").rstrip().rsplit("\n", 1)[-1]
-        text = self.script["reply"].format(n=self._count, last=last)
+        replies = self.script["replies"]
+        if replies:
+            text = str(replies[(self._count - 1) % len(replies)])
+        else:
+            text = self.script["reply"].format(n=self._count, last=last)
         words = text.split(" ")[:params.max_new_tokens]
         return cut_at_stop(" ".join(words), params.stop).strip()
 
