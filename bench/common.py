@@ -213,10 +213,12 @@ def build_bench_model(work: Path) -> Path:
 
 def write_records(path: Path, count: int) -> Path:
     """Red-team prompts, each with the same answer to critique."""
-    prompts = [json.loads(line)["prompt"] for line in (ROOT / "examples/red_team.jsonl").open()]
+    # A prompt's own field: a conversation is a record's `messages`.
+    prompts = [{key: row[key] for key in ("prompt", "messages") if key in row}
+               for row in map(json.loads, (ROOT / "examples/red_team.jsonl").open())]
     with path.open("w") as out:
         for i in range(count):
-            out.write(json.dumps({"id": f"r{i}", "prompt": prompts[i % len(prompts)],
+            out.write(json.dumps({"id": f"r{i}", **prompts[i % len(prompts)],
                                   "response": RESPONSE}) + "\n")
     return path
 

@@ -9,7 +9,7 @@ import pytest
 
 from caitool import constitution
 from caitool.io.jsonl import iter_records
-from caitool.schema import check_prompt
+from caitool.schema import check_prompt, conversation
 from helpers import EXAMPLES, ROOT, records, shell
 
 EXPECTED_COUNTS = {"red_team.jsonl": 100, "helpful.jsonl": 100, "smoke.jsonl": 8}
@@ -29,7 +29,8 @@ def test_example_prompts_parse_with_unique_ids(name):
     ids = [row.get("id") for row in rows]
     assert all(isinstance(i, str) and i for i in ids)
     assert len(set(ids)) == len(ids)
-    assert len({row["prompt"] for row in rows}) == len(rows)  # no prompt twice
+    # No prompt twice; a conversation counts whole.
+    assert len({json.dumps(conversation(row)) for row in rows}) == len(rows)
 
 
 def test_example_ids_are_unique_across_files():

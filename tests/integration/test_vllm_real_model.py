@@ -15,6 +15,7 @@ from caitool import constitution
 from caitool.backends.base import SamplingParams
 from caitool.backends.hf import HFBackend
 from caitool.render import Prompt
+from caitool.schema import conversation
 from caitool.stages.feedback import LabelOptions, compare
 from caitool.stages.judging import JudgeSettings
 from helpers import EXAMPLES, NEEDS_BUILTIN_MODEL, NEEDS_VLLM, records
@@ -43,9 +44,9 @@ PAIRS = [
 
 def prompts(count: int) -> list[Prompt]:
     """Questions from the examples, red-team and helpful alike, as chats."""
-    asks = [r["prompt"] for r in records((EXAMPLES / "red_team.jsonl").read_text())[:count // 2]]
-    asks += [r["prompt"] for r in records((EXAMPLES / "helpful.jsonl").read_text())[:count // 2]]
-    return [Prompt.chat([{"role": "user", "content": ask}]) for ask in asks]
+    asks = [conversation(r) for name in ("red_team.jsonl", "helpful.jsonl")
+            for r in records((EXAMPLES / name).read_text())[:count // 2]]
+    return [Prompt.chat(ask) for ask in asks]
 
 
 @pytest.fixture(scope="module")

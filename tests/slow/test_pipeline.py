@@ -13,6 +13,39 @@ def make(*args: str, dry: bool = False) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
+def check_the_conversation_is_kept(run):
+    """The red-team file's three-turn exchange (among the smoke run's prompts) keeps all its
+    turns in every stage's records, and its SFT examples are the whole exchange, then a
+    revision."""
+    from caitool.render import prompt_completion, raw_reply_prompt
+    from caitool.schema import check_sft, sft_examples
+
+    def by_id(name):
+        rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        return {row["id"]: row for row in rows}
+
+    chats = [row for row in by_id("prompts.jsonl").values() if "messages" in row]
+    assert len(chats) == 1, "the smoke run's prompts should hold one multi-turn conversation"
+    [ask] = chats
+    turns = ask["messages"]
+    assert [m["role"] for m in turns] == ["user", "assistant", "user"]
+    for name in ("round0.jsonl", "round1.jsonl", "round2.jsonl", "pairs.jsonl"):
+        assert by_id(name)[ask["id"]]["messages"] == turns, name
+    # A preference record holds the conversation as TRL's prompt.
+    assert by_id("prefs.jsonl")[ask["id"]]["prompt"] == turns
+    revised = by_id("round2.jsonl")[ask["id"]]
+    assert check_sft(revised) is None
+    examples = sft_examples(revised, all_rounds=True)
+    assert [(ex.prompt, ex.response) for ex in examples] == [
+        (turns, entry["revision"]) for entry in revised["revisions"]]
+    trained = json.loads((run / "sft" / "caitool_training.json").read_text())
+    rounds = by_id("round2.jsonl").values()
+    assert trained["by_file"][str(run / "round2.jsonl")]["examples"] == sum(
+        len(sft_examples(row, all_rounds=True)) for row in rounds)
+    row = prompt_completion(examples[0].prompt, examples[0].response, trained["format"])
+    assert row["prompt"] == (turns if trained["format"] == "chat" else raw_reply_prompt(turns))
+
+
 @pytest.mark.slow
 def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     run = tmp_path / "smoke"
@@ -29,6 +62,7 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     assert all(len(r["revisions"]) == 2 for r in round2)
     prefs = [json.loads(line) for line in (run / "prefs.jsonl").read_text().splitlines()]
     assert prefs and all(0.5 <= p["p_chosen"] <= 1 for p in prefs)
+    check_the_conversation_is_kept(run)
 
     # The RL stage sees helpfulness as well as harmlessness, about 3 prompts to 2 (6 and 4
     # here, from HELPFUL_SHARE): helpfulness pairs judged under the helpful constitution ...
