@@ -12,6 +12,7 @@ clean, traceback, hang, lost, wrong). Case ids carry the issue row they test (``
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -75,8 +76,11 @@ READERS = {
     "eval-mc": ["eval-mc", *FAKE, "--bootstrap", "0", "{in}"],
     "train-sft": ["train-sft", "{in}", "-m", "{tiny}", "-o", "{dir}/sft"],
     "train-rm": ["train-rm", "{in}", "-m", "{tiny}", "-o", "{dir}/rm"],
+    "import": ["import", "jsonl", "{in}"],
+    # Seeds are read whole before the first request: a bad line leaves nothing written.
+    "red-team": ["red-team", *FAKE, "-n", "1", "{in}"],
 }
-STREAMING = ("generate", "critique", "revise", "compare", "prefs")
+STREAMING = ("generate", "critique", "revise", "compare", "prefs", "import")
 SUMMARIES = ("eval", "eval-mc")
 
 
@@ -171,7 +175,8 @@ def odd_file_cases() -> list[Case]:
             out.append(Case(f"{command}-{row}-{kind}", argv, files, code=0, lines=0,
                             kept=["g1", "g2", "g3", "g4"] if command in STREAMING else None,
                             extra=_summary_or_shown(command)))
-        empty = command in STREAMING or command == "show"
+        # An import that finds no rows is a mistake to name, never a silent empty output.
+        empty = (command in STREAMING or command == "show") and command != "import"
         out.append(Case(f"{command}-old-empty-input", argv, {"in.jsonl": b"", "other.jsonl":
                         b"".join(_lines("eval"))}, code=0 if empty else 1, lines=0 if empty else 1,
                         kept=[] if command in STREAMING else None))
@@ -333,8 +338,81 @@ def other_cases() -> list[Case]:
     ]
 
 
+def _hh(i: int, human: bool = True) -> dict:
+    """An hh-rlhf row with its own id (which the import keeps)."""
+    ask = "\n\nHuman: How do I keep basil alive?" if human else "Just some notes on basil."
+    return {"id": f"g{i}", "chosen": f"{ask}\n\nAssistant: Water it often ({i}).",
+            "rejected": f"{ask}\n\nAssistant: Never water it ({i})."}
+
+
+def _red_team(i: int, rating: object = 1.0) -> dict:
+    return {"id": f"g{i}", "transcript": f"\n\nHuman: How do I break a lock ({i})?\n\nAssistant: "
+            "I won't help with that.", "rating": rating, "task_description": "a lock"}
+
+
+def import_cases() -> list[Case]:
+    """`caitool import`'s own shapes (the generic jsonl reader runs in the tables above).
+    Ids carry 'data', the issue that brought the command."""
+    hh = b"".join(line(_hh(i)) for i in (1, 2))
+    red = json.dumps([_red_team(1), _red_team(2, "high"), _red_team(3)], indent=2).encode()
+    huge = {"id": "long", "chosen": "\n\nHuman: Tell me about basil.\n\nAssistant: "
+            + "Basil likes sun and water. " * 800_000, "rejected": "\n\nHuman: Tell me about "
+            "basil.\n\nAssistant: No."}
+    return [
+        Case("import-data-wrong-format", ["import", "hh-rlfh", "{in}"], {"in.jsonl": hh},
+             where="red-team-attempts"),
+        Case("import-data-wrong-shape", ["import", "hh-rlhf", "{in}"],
+             {"in.jsonl": b"".join(line(good("compare", i)) for i in (1, 2))},
+             where="in.jsonl:1: not an hh-rlhf row", kept=[]),
+        Case("import-data-no-human-turn", ["import", "hh-rlhf", "{in}"],
+             {"in.jsonl": hh + line(_hh(3, human=False)) + line(_hh(4))},
+             where="in.jsonl:3:", kept=["g1", "g2"]),
+        Case("import-data-rating-not-a-number", ["import", "red-team-attempts", "{in}"],
+             {"in.jsonl": red}, where="row 2: 'rating'", kept=["g1"]),
+        Case("import-data-dev-zero", ["import", "text", "/dev/zero"], where="/dev/zero"),
+        Case("import-data-fifo", ["import", "text", "{dir}/pipe.fifo"], {"pipe.fifo": b""},
+             where="pipe.fifo"),
+        Case("import-data-endless-line", ["import", "text", "{dir}/zeros.gz"],
+             {"zeros.gz": gzip.compress(b"\0" * 40 * 2**20)}, where="zeros.gz:1:", timeout=30),
+        Case("import-data-huge-transcript", ["import", "hh-rlhf", "--as", "prefs", "{in}"],
+             {"in.jsonl": line(huge)}, code=0, lines=0, kept=["long"], timeout=30),
+    ]
+
+
+def red_team_cases() -> list[Case]:
+    """`caitool red-team`'s own inputs beside its seeds (those run in the tables above)."""
+    seeds = b"".join(_lines("generate"))
+    argv = ["red-team", *FAKE, "{in}"]
+    return [
+        Case("red-team-data-request-dev-zero", [*argv, "--request", "/dev/zero"], {"in.jsonl": seeds},
+             where="/dev/zero: not a regular file"),
+        Case("red-team-data-request-fifo", [*argv, "--request", "{dir}/ask.fifo"],
+             {"in.jsonl": seeds, "ask.fifo": b""}, where="ask.fifo: not a regular file"),
+        Case("red-team-data-request-not-yaml", [*argv, "--request", "{dir}/ask.yaml"],
+             {"in.jsonl": seeds, "ask.yaml": b"description: [never closed\n"},
+             where="ask.yaml: cannot parse"),
+        Case("red-team-data-request-huge", [*argv, "--request", "{dir}/ask.yaml"],
+             {"in.jsonl": seeds, "ask.yaml": b"description: " + b"x" * 200_000 + b"\n"},
+             where="ask.yaml: larger than"),
+        Case("red-team-data-output-is-the-seeds", [*argv, "-o", "{in}"], {"in.jsonl": seeds},
+             where="is the input file"),
+        Case("red-team-data-output-is-held-out", [*argv, "--exclude", "{dir}/held.jsonl",
+                                                  "-o", "{dir}/held.jsonl"],
+             {"in.jsonl": seeds, "held.jsonl": seeds}, where="is the input file"),
+        Case("red-team-data-bad-held-out-line", [*argv, "--exclude", "{dir}/held.jsonl"],
+             {"in.jsonl": seeds, "held.jsonl": seeds + b'{"id": "h", "prompt": 3}\n'},
+             where="held.jsonl:5:", kept=[]),
+        # A huge -n ends when the requests do, with a word on why it has fewer.
+        Case("red-team-data-huge-n", [*argv, "-n", "1000000000", "--max-requests", "3"],
+             {"in.jsonl": seeds}, code=0, where="stopped after 3 requests"),
+        Case("red-team-data-threshold-out-of-range", [*argv, "--near-duplicates", "2"],
+             {"in.jsonl": seeds}, where="--near-duplicates"),
+    ]
+
+
 def cases() -> list[Case]:
-    return line_cases() + odd_file_cases() + stream_cases() + flag_cases() + other_cases()
+    return (line_cases() + odd_file_cases() + stream_cases() + flag_cases() + other_cases()
+            + import_cases() + red_team_cases())
 
 
 # -- running and judging ---------------------------------------------------------------------
@@ -354,6 +432,9 @@ def prepare(case: Case, folder: Path, tiny: Path | None) -> list[str]:
     for name, data in case.files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".fifo"):
+            os.mkfifo(path)  # a reader that opened it would wait for a writer for ever
+            continue
         path.write_bytes(data)
     if case.id.endswith("pickle-only-model") and tiny:
         for item in tiny.iterdir():
