@@ -96,8 +96,25 @@ lint:
 # The built-in SmolLM2-135M-Instruct, so that it runs offline out of the box (slowly, on a
 # CPU). On a GPU pick a larger instruct model, e.g. MODEL=Qwen/Qwen2.5-1.5B-Instruct. Any
 # local directory, hub id or GGUF file works.
+# The paper kept four roles apart; each is its own variable here, and each defaults to MODEL
+# so that a run needs one model. With one model in every role the run still works, and
+# eval.json says which systems its evaluator labelled or wrote (docs/reproduce.md).
+#   MODEL      writes the initial answers and the revisions (paper: a helpful-only RLHF model)
+#   SFT_BASE   the model SL-CAI fine-tunes on them (paper: a pretrained model)
+#   JUDGE      the feedback model that labels the preference pairs (paper: a pretrained
+#              model; a helpful RLHF model for chain of thought)
+#   EVALUATOR  grades the systems in eval.json (paper: crowdworkers)
 MODEL ?= smollm2
+SFT_BASE ?= $(MODEL)
 JUDGE ?= $(MODEL)
+EVALUATOR ?= $(JUDGE)
+# The judge is measured on questions with known answers before it labels (judge-accuracy.json);
+# JUDGE_MIN_ACCURACY=0.6 stops the run when it scores below that.
+JUDGE_MIN_ACCURACY ?=
+# A file of human helpfulness preferences (caitool preference records, e.g. from
+# 'caitool import hh-rlhf --as prefs'): the reward model learns helpfulness from its first
+# N_HELPFUL pairs instead of AI labels, as the paper's did from 135,296 human comparisons.
+HUMAN_HELPFUL_PREFS ?=
 RUN ?= runs/default
 CONSTITUTION ?= harmless
 ROUNDS ?= 4
@@ -188,7 +205,7 @@ $(RUN)/helpful.jsonl: $(RUN)/helpful-prompts.jsonl
 
 # SFT on the revisions of every round (one example per round) plus helpfulness answers.
 $(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
-	$(CAITOOL) train-sft $^ -m $(MODEL) -o $(RUN)/sft --all-rounds $(TRAIN_FLAGS) $(SFT_FLAGS) \
+	$(CAITOOL) train-sft $^ -m $(SFT_BASE) -o $(RUN)/sft --all-rounds $(TRAIN_FLAGS) $(SFT_FLAGS) \
 	  --metrics $(RUN)/sft-metrics.jsonl
 
 # Stage 2: two answers per prompt from the SFT model, to the red-team and the helpfulness
@@ -200,16 +217,21 @@ $(RUN)/pairs.jsonl: $(RUN)/prompts.jsonl $(RUN)/sft/config.json
 $(RUN)/helpful-pairs.jsonl: $(RUN)/helpful-prompts.jsonl $(RUN)/sft/config.json
 	$(CAITOOL) generate -m $(RUN)/sft $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) -n 2 $< -o $@.part && mv $@.part $@
 
-$(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE)
+# The judge's accuracy is read (and said plainly, when it is at chance) before it labels.
+$(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE) | $(RUN)/judge-accuracy.json
 	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) --batch-size $(BATCH_SIZE) \
 	  $< -o $@.part && mv $@.part $@
-$(RUN)/helpful-prefs.jsonl: $(RUN)/helpful-pairs.jsonl $(HELPFUL_CONSTITUTION_FILE)
+$(RUN)/helpful-prefs.jsonl: $(RUN)/helpful-pairs.jsonl $(HELPFUL_CONSTITUTION_FILE) | $(RUN)/judge-accuracy.json
 	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) \
 	  --batch-size $(BATCH_SIZE) $< -o $@.part && mv $@.part $@
 
 # The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs
 # it). It reports its held-out accuracy on each label set and overall.
-$(RUN)/rm/config.json: $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl
+# Helpfulness preferences: the judge's (helpful-prefs), or people's (HUMAN_HELPFUL_PREFS).
+HELPFUL_PREFS := $(if $(HUMAN_HELPFUL_PREFS),$(RUN)/human-helpful-prefs.jsonl,$(RUN)/helpful-prefs.jsonl)
+$(RUN)/human-helpful-prefs.jsonl: $(HUMAN_HELPFUL_PREFS) | $(RUN)/.dir
+	head -n $(N_HELPFUL) $< > $@
+$(RUN)/rm/config.json: $(RUN)/prefs.jsonl $(HELPFUL_PREFS)
 	$(CAITOOL) train-rm $^ -m $(RUN)/sft -o $(RUN)/rm $(TRAIN_FLAGS) $(RM_FLAGS) \
 	  --metrics $(RUN)/rm-metrics.jsonl
 
@@ -225,8 +247,8 @@ $(RUN)/rloo/config.json $(RUN)/grpo/config.json: $(RUN)/%/config.json: $(RUN)/pr
 	$(CAITOOL) train-$* $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl -m $(RUN)/sft \
 	  --reward-model $(RUN)/rm -o $(RUN)/$* --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
 	  $(if $(filter rloo,$*),$(RLOO_FLAGS),$(GRPO_FLAGS)) --metrics $(RUN)/$*-metrics.jsonl
-$(RUN)/dpo/config.json: $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl $(RUN)/sft/config.json
-	$(CAITOOL) train-dpo $(RUN)/prefs.jsonl $(RUN)/helpful-prefs.jsonl -m $(RUN)/sft -o $(RUN)/dpo \
+$(RUN)/dpo/config.json: $(RUN)/prefs.jsonl $(HELPFUL_PREFS) $(RUN)/sft/config.json
+	$(CAITOOL) train-dpo $(RUN)/prefs.jsonl $(HELPFUL_PREFS) -m $(RUN)/sft -o $(RUN)/dpo \
 	  $(TRAIN_FLAGS) $(DPO_FLAGS) --metrics $(RUN)/dpo-metrics.jsonl
 
 # Evaluation: each model answers the held-out prompts; the judge compares them pairwise.
@@ -238,7 +260,7 @@ $(RUN)/answers-$(RL).jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/$(RL)/config.json
 	$(CAITOOL) generate -m $(RUN)/$(RL) $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 
 $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answers-$(RL).jsonl
-	$(CAITOOL) eval -m $(JUDGE) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
+	$(CAITOOL) eval -m $(EVALUATOR) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
 	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
 	@cat $@
 
@@ -247,6 +269,7 @@ $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answ
 JUDGE_EVAL ?= examples/judge-eval.jsonl
 $(RUN)/judge-accuracy.json: $(JUDGE_EVAL) | $(RUN)/.dir
 	$(CAITOOL) eval-mc $< -m $(JUDGE) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) --seed $(SEED) \
+	  $(if $(JUDGE_MIN_ACCURACY),--min-accuracy $(JUDGE_MIN_ACCURACY)) \
 	  -o $@.part && mv $@.part $@
 
 # The supervised stage on the built-in real model, offline, in a few minutes on a CPU:

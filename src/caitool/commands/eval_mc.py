@@ -42,6 +42,10 @@ def command(
         "--batch-size", help="Rows per scoring batch.")] = 16,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Report and skip bad input lines instead of stopping.")] = False,
+    min_accuracy: Annotated[float | None, typer.Option(
+        "--min-accuracy", help="Exit 1 (after writing the summary) when the overall accuracy "
+                               "is below this, e.g. 0.6: a judge not fit to label stops a "
+                               "pipeline before its labels are used.", show_default=False)] = None,
     model: ModelFlags = None,
 ) -> None:
     """A judge's accuracy on multiple-choice evaluations (the paper's released format).
@@ -60,6 +64,8 @@ def command(
         raise CaitoolError("--bootstrap must be 0 or more")
     if batch_size < 1:
         raise CaitoolError("--batch-size must be at least 1")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise CaitoolError("--min-accuracy must be in [0, 1]")
     if reward_model and (model.model or as_chat):
         raise CaitoolError("--reward-model scores the rows instead of a judge: drop "
                            f"{'--as-chat' if as_chat else '-m/--model (or CAITOOL_MODEL)'}")
@@ -124,6 +130,27 @@ def command(
             raise CaitoolError(f"{output}: {exc.strerror or exc}") from None
     else:
         typer.echo(text, nl=False)
+    _verdict(summary, reward_model is not None, min_accuracy)
+
+
+def _verdict(summary: dict, reward_model: bool, min_accuracy: float | None) -> None:
+    """Say plainly when the scorer is guessing, and stop when it is below the bar."""
+    from caitool.stages.evaluate import multiple_choice as mc
+
+    who = "the reward model" if reward_model else "the judge"
+    overall = summary.get("overall") or summary["files"][0]
+    for entry in [*summary["files"], *([summary["overall"]] if "overall" in summary else [])]:
+        if mc.at_chance(entry):
+            where = entry.get("file", "all files")
+            interval = (f" (interval {100 * entry['ci'][0]:.0f}-{100 * entry['ci'][1]:.0f}%)"
+                        if entry.get("ci") else "")
+            console.warn(NAME, f"{who} is at chance on {where}: {100 * entry['accuracy']:.0f}%"
+                         f"{interval} against {100 * entry['chance']:.0f}% by guessing; labels "
+                         f"from it are no better than a coin, so do not trust them")
+    if min_accuracy is not None and (overall.get("accuracy") or 0) < min_accuracy:
+        raise CaitoolError(f"{who}'s accuracy {100 * (overall.get('accuracy') or 0):.1f}% is below "
+                           f"--min-accuracy {100 * min_accuracy:g}%: stopping before its labels "
+                           "are used")
 
 
 def _check_chat(backend, as_chat: bool) -> None:

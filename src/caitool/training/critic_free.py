@@ -257,7 +257,8 @@ def train(command: str, arguments: list[str], flags: Any, algorithm: Algorithm,
         rewards, kls = _series(metrics, "reward"), _series(metrics, "kl")
         clipped = _series(metrics, "completions/clipped_ratio")
         extra: dict[str, Any] = {
-            "inputs": asked.inputs, "format": fmt, "prompts": len(rows), "by_file": counts,
+            "inputs": asked.inputs, **data.lineage(sources), "format": fmt, "prompts": len(rows),
+            "by_file": counts,
             "algorithm": algorithm.name, "reward": options.reward,
             "reward_functions": dict(zip(names, options.weights(), strict=True)),
             "reward_model": options.reward_model if options.uses_rm else None,

@@ -60,6 +60,15 @@ def read_records(command: str, paths: list[str], validate: Callable[[Record], st
             for record in source.records]
 
 
+def lineage(sources: list[Source]) -> dict[str, Any]:
+    """The summary file's ``data``: per input file, the provenance its records carry (which
+    models wrote and labelled them), so that ``caitool eval`` can follow a model's chain."""
+    from caitool.lineage import of_records
+
+    keys = by_file([source.name for source in sources], index=list(range(len(sources))))
+    return {"data": {name: of_records(sources[row["index"]].records) for name, row in keys.items()}}
+
+
 def by_file(names: list[str], **counts: list[Any]) -> dict[str, dict[str, Any]]:
     """``{file: {what: count}}`` for the metrics and the summary file; a file named twice
     gets its position appended, so that no count is lost."""

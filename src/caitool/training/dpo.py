@@ -57,7 +57,8 @@ def train(command: str, arguments: list[str], flags: Any, beta: float | None = N
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "preference optimisation",
         lambda trainer, model, metrics: {
-            "inputs": asked.inputs, "format": fmt, "pairs": len(examples), "by_file": counts,
+            "inputs": asked.inputs, **data.lineage(sources), "format": fmt, "pairs": len(examples),
+            "by_file": counts,
             "beta": settings.args.beta,
             **fit.last_values(metrics, "rewards/margins", "train_loss")},
         examples=len(dataset), dropped="their prompt alone fills --max-length",

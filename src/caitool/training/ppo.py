@@ -342,7 +342,8 @@ def train(command: str, arguments: list[str], flags: Any, reward_model: str,
                   if line.get("objective/scores") is not None]
         kls = [line["objective/kl"] for line in metrics.lines
                if line.get("objective/kl") is not None]
-        extra: dict[str, Any] = {"inputs": asked.inputs, "format": fmt, "prompts": len(rows),
+        extra: dict[str, Any] = {"inputs": asked.inputs, **data.lineage(sources), "format": fmt,
+                                 "prompts": len(rows),
                                  "by_file": counts, "reward_model": reward_model,
                                  "value_model": value_path, "kl_coef": config.kl_coef,
                                  "missing_eos_penalty": config.missing_eos_penalty,

@@ -57,7 +57,8 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
                            peft_config=fit.peft_config(settings, "CAUSAL_LM")),
         "fine-tuning",
         lambda trainer, model, metrics: {
-            "inputs": asked.inputs, "format": fmt, "examples": len(examples), "by_file": counts,
+            "inputs": asked.inputs, **data.lineage(sources), "format": fmt, "examples": len(examples),
+            "by_file": counts,
             "all_rounds": all_rounds, **fit.last_values(metrics, "loss", "train_loss")},
         examples=len(dataset), dropped="--max-length left no reply token in them",
         resume=fit.resume_checkpoint(command, flags), data_line={"by_file": counts})

@@ -284,6 +284,15 @@ def accuracy(scored: Sequence[Scored], sizes: Sequence[int], samples: int, seed:
     }
 
 
+def at_chance(entry: Record) -> bool:
+    """Whether an accuracy is indistinguishable from answering at random: its interval holds
+    chance (without an interval, whether it is no better than chance)."""
+    accuracy_, chance, ci = entry.get("accuracy"), entry.get("chance"), entry.get("ci")
+    if accuracy_ is None or chance is None:
+        return False
+    return ci[0] <= chance <= ci[1] if ci else accuracy_ <= chance
+
+
 def summarize(results: Sequence[FileResult], samples: int = 1000, seed: int = 0,
               level: float = LEVEL) -> Record:
     files = []
