@@ -69,7 +69,7 @@ def command(
     from caitool import constitution as constitutions
     from caitool.io.jsonl import RecordWriter, check_writable, write_text
     from caitool.stages.evaluate import report as evalreport
-    from caitool.stages.evaluate import statistics, systems
+    from caitool.stages.evaluate import independence, statistics, systems
     from caitool.stages.judging import JudgeSettings, judge_format
 
     files = files or []
@@ -144,6 +144,10 @@ def command(
     summary = statistics.summarize(labels, outcomes, samples=bootstrap, seed=seed,
                                    reference=reference)
     summary["files"] = {system.name: system.path for system in loaded}
+    # Who labelled each system's training data: a judge grading its own labels is marked.
+    summary["independence"] = independence.check(loaded, model.require_model(), bool(revisions))
+    for warning in independence.warnings(summary["independence"]):
+        console.warn(NAME, warning)
     summary["judge"] = {**judge, "principles": principles,
                         "both_orders": True, "seed": seed,
                         "constitutions": {d: rules[d].name for d in dimensions}}
