@@ -112,3 +112,33 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     partial = make("smoke", f"SMOKE_RUN={run}", dry=True).stdout
     assert "-c helpful" in partial and "caitool train-rm" in partial
     assert "caitool train-ppo" in partial and "-c harmless" not in partial
+
+    # Human helpfulness labels, as the paper's preference model had: the reward model learns
+    # from the AI harmlessness labels and people's helpfulness pairs, N_HELPFUL of them.
+    (run / "helpful-prefs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in helpful_prefs))
+    human = check_human_helpfulness_labels(run, tmp_path)
+    rm = json.loads((run / "rm" / "caitool_training.json").read_text())
+    assert list(rm["by_file"]) == [str(run / "prefs.jsonl"), str(human)]
+    assert rm["data"][str(human)]["import"][0]["format"] == "hh-rlhf"
+    # ... and eval follows the chain: the RL model's helpfulness labels came from people.
+    marks = json.loads((run / "eval.json").read_text())["independence"]["systems"]
+    assert "people (hh-rlhf)" in marks["rl-cai"]["labelled_by"]
+    assert marks["rl-cai"]["evaluator_labelled_training_data"]  # the judge labelled the rest
+
+
+def check_human_helpfulness_labels(run, tmp_path):
+    from helpers import caitool
+    from import_rows import hh_rows, write_jsonl
+
+    source = write_jsonl(hh_rows() * 2, tmp_path / "hh")  # repeats are left out by import
+    pairs = tmp_path / "human-prefs.jsonl"
+    caitool("import", "hh-rlhf", "--as", "prefs", source, "-o", pairs)
+    wanted = [f"SMOKE_RUN={run}", f"HUMAN_HELPFUL_PREFS={pairs}"]
+    planned = make("smoke", *wanted, dry=True).stdout
+    assert "human-helpful-prefs.jsonl" in planned and "caitool train-rm" in planned
+    assert "-c helpful" not in planned and "caitool train-sft" not in planned
+    done = make("smoke", *wanted)
+    assert done.returncode == 0, done.stderr[-3000:]
+    human = run / "human-helpful-prefs.jsonl"
+    assert len(human.read_text().splitlines()) == 3  # N_HELPFUL is 4; the file has 3 pairs
+    return human
