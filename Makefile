@@ -149,6 +149,9 @@ PPO_FLAGS ?= --max-steps 100
 # prompts), or dpo (no reward model: preference optimisation on the judged pairs). Its model
 # is $(RUN)/$(RL), evaluated as rl-cai. examples/rl-ablation.sh compares the four.
 RL ?= ppo
+# The RL model saved at this many steps along its training too, each evaluated (0: none).
+SNAPSHOTS ?= 0
+SNAPSHOT_FLAGS = $(if $(filter-out 0,$(SNAPSHOTS)),--snapshots $(SNAPSHOTS))
 RLOO_FLAGS ?= --max-steps 100
 GRPO_FLAGS ?= --max-steps 100
 DPO_FLAGS ?= --epochs 1
@@ -239,17 +242,17 @@ $(RUN)/rm/config.json: $(RUN)/prefs.jsonl $(HELPFUL_PREFS)
 $(RUN)/ppo/config.json: $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl $(RUN)/rm/config.json
 	$(CAITOOL) train-ppo $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl -m $(RUN)/sft \
 	  --reward-model $(RUN)/rm -o $(RUN)/ppo --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
-	  $(PPO_FLAGS) --metrics $(RUN)/ppo-metrics.jsonl
+	  $(PPO_FLAGS) $(SNAPSHOT_FLAGS) --metrics $(RUN)/ppo-metrics.jsonl
 
 # The same, without PPO's value model (RL=rloo, RL=grpo); or DPO on the judged pairs (RL=dpo).
 $(RUN)/rloo/config.json $(RUN)/grpo/config.json: $(RUN)/%/config.json: $(RUN)/prompts.jsonl \
     $(RUN)/helpful-prompts.jsonl $(RUN)/rm/config.json
 	$(CAITOOL) train-$* $(RUN)/prompts.jsonl $(RUN)/helpful-prompts.jsonl -m $(RUN)/sft \
 	  --reward-model $(RUN)/rm -o $(RUN)/$* --max-new-tokens $(MAX_NEW_TOKENS) $(TRAIN_FLAGS) \
-	  $(if $(filter rloo,$*),$(RLOO_FLAGS),$(GRPO_FLAGS)) --metrics $(RUN)/$*-metrics.jsonl
+	  $(if $(filter rloo,$*),$(RLOO_FLAGS),$(GRPO_FLAGS)) $(SNAPSHOT_FLAGS) --metrics $(RUN)/$*-metrics.jsonl
 $(RUN)/dpo/config.json: $(RUN)/prefs.jsonl $(HELPFUL_PREFS) $(RUN)/sft/config.json
 	$(CAITOOL) train-dpo $(RUN)/prefs.jsonl $(HELPFUL_PREFS) -m $(RUN)/sft -o $(RUN)/dpo \
-	  $(TRAIN_FLAGS) $(DPO_FLAGS) --metrics $(RUN)/dpo-metrics.jsonl
+	  $(TRAIN_FLAGS) $(DPO_FLAGS) $(SNAPSHOT_FLAGS) --metrics $(RUN)/dpo-metrics.jsonl
 
 # Evaluation: each model answers the held-out prompts; the judge compares them pairwise.
 $(RUN)/answers-base.jsonl: $(RUN)/eval-prompts.jsonl
@@ -259,9 +262,24 @@ $(RUN)/answers-sft.jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/sft/config.json
 $(RUN)/answers-$(RL).jsonl: $(RUN)/eval-prompts.jsonl $(RUN)/$(RL)/config.json
 	$(CAITOOL) generate -m $(RUN)/$(RL) $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
 
-$(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(RUN)/answers-$(RL).jsonl
-	$(CAITOOL) eval -m $(EVALUATOR) $(BACKEND_FLAGS) --names base,sl-cai,rl-cai $(EVAL_FLAGS) \
-	  --judgments $(RUN)/judgments.jsonl $^ -o $@.part && mv $@.part $@
+# SNAPSHOTS=N: the RL model at N steps along its training as well (the last is the final
+# model), each answering the held-out prompts and evaluated as rl-cai@STEP, so eval.json and
+# frontier.png show the harmlessness-helpfulness frontier moving over RL (the paper's Fig. 2).
+$(RUN)/snapshot-answers.txt: $(RUN)/eval-prompts.jsonl $(RUN)/$(RL)/config.json
+	for dir in $$(ls -d $(RUN)/$(RL)/snapshots/step-* | sed '$$d'); do \
+	  out=$(RUN)/answers-$(RL)-$$(basename $$dir).jsonl; \
+	  $(CAITOOL) generate -m $$dir $(TRAINED_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $$out.part; \
+	  mv $$out.part $$out; echo $$out; done > $@.part && mv $@.part $@
+SNAPSHOT_ANSWERS := $(if $(filter-out 0,$(SNAPSHOTS)),$(RUN)/snapshot-answers.txt)
+
+$(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(SNAPSHOT_ANSWERS) $(RUN)/answers-$(RL).jsonl
+	snapshots="$(if $(SNAPSHOT_ANSWERS),$$(cat $(SNAPSHOT_ANSWERS)))"; \
+	names=base,sl-cai$$(for f in $$snapshots; do step=$${f##*step-}; step=$${step%.jsonl}; \
+	  printf ',rl-cai@%d' $$((10#$$step)); done),rl-cai; \
+	$(CAITOOL) eval -m $(EVALUATOR) $(BACKEND_FLAGS) --names $$names $(EVAL_FLAGS) \
+	  $(if $(SNAPSHOT_ANSWERS),--frontier-from sl-cai --plot $(RUN)/frontier.png) \
+	  --judgments $(RUN)/judgments.jsonl $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl \
+	  $$snapshots $(RUN)/answers-$(RL).jsonl -o $@.part && mv $@.part $@
 	@cat $@
 
 # The judge's accuracy on multiple-choice questions with known answers, as the paper chose

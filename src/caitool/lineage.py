@@ -92,12 +92,15 @@ def follow(models: Iterable[str]) -> Chain:
         if summary is None:
             continue
         chain.trained.append(model)
-        linked = [summary.get("base_model"), summary.get("reward_model")]
+        # A snapshot's data is its run's: the run's summary (written at its end) tells it.
+        linked = [summary.get("base_model"), summary.get("reward_model"), summary.get("snapshot_of")]
         if summary.get("judge"):  # RL with the feedback model's verdict as the reward
             chain.labelled_by.add(identity(str(summary["judge"])))
             linked.append(summary["judge"])
         data = summary.get("data")
-        if not isinstance(data, dict):
+        if summary.get("snapshot_of"):
+            data = {}
+        elif not isinstance(data, dict):
             chain.unknown += [str(f) for f in summary.get("inputs") or []]
             data = {}
         for file, commands in data.items():

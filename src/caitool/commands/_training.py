@@ -56,6 +56,10 @@ class TrainFlags:
     seed: int | None = flag(None, "--seed", help="Seed for initialisation, shuffling and sampling.")
     logging_steps: float | None = flag(None, "--logging-steps", help="Write a metrics line every N steps.")
     save_steps: float | None = flag(None, "--save-steps", help="Save a checkpoint to OUTPUT/checkpoints every N steps.")
+    snapshots: int = flag(0, "--snapshots",
+                          help="Also save the model at N evenly spaced steps, each a model directory "
+                               "(OUTPUT/snapshots/step-K) to generate from and evaluate: RL's "
+                               "progress, step by step.")
     report_to: str | None = flag(None, "--report-to",
                                  help="Also report to these integrations, comma-separated, as TRL's "
                                       "report_to: tensorboard, wandb, mlflow, all ... (default none). "

@@ -68,8 +68,8 @@ def command(
     """
     from caitool import constitution as constitutions
     from caitool.io.jsonl import RecordWriter, check_writable, write_text
-    from caitool.stages.evaluate import report as evalreport
     from caitool.stages.evaluate import independence, statistics, systems
+    from caitool.stages.evaluate import report as evalreport
     from caitool.stages.judging import JudgeSettings, judge_format
 
     files = files or []

@@ -138,3 +138,37 @@ def install(trainer, command: str, stream: TextIO, description: str) -> MetricsC
     trainer.add_callback(ProgressCallback(description))
     trainer.add_callback(Marker(trainer))
     return metrics
+
+
+class Snapshots(TrainerCallback):
+    """``--snapshots N``: the model as it is at N evenly spaced steps, each a model directory
+    of its own (``OUTPUT/snapshots/step-K``) that ``generate`` and ``eval`` read, so a run can
+    be measured along its training (the paper's frontier over RL steps). Each names the run
+    it belongs to (``snapshot_of``), whose summary file tells where its data came from."""
+
+    def __init__(self, trainer, count: int, output: str, tokenizer: Any, model_of, command: str):
+        self.trainer, self.count, self.output = trainer, count, Path(output)
+        self.tokenizer, self.model_of, self.command = tokenizer, model_of, command
+        self.steps: set[int] = set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        total = max(1, int(state.max_steps or 0))
+        self.steps = {max(1, round(total * i / self.count)) for i in range(1, self.count + 1)}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            self.save(state.global_step)
+
+    def save(self, step: int) -> None:
+        from caitool import __version__
+
+        accelerator = self.trainer.accelerator
+        if accelerator.is_main_process:
+            target = self.output / "snapshots" / f"step-{step:06d}"
+            model = self.model_of(self.trainer)
+            model.save_pretrained(target)
+            self.tokenizer.save_pretrained(target)
+            summary = {"command": self.command, "caitool_version": __version__, "step": step,
+                       "snapshot_of": str(self.output)}
+            (target / "caitool_training.json").write_text(json.dumps(summary, indent=2) + "\n")
+        accelerator.wait_for_everyone()

@@ -172,6 +172,8 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
     """
     from caitool.training import callbacks, checkpoints, outputs
 
+    if getattr(flags, "snapshots", 0) < 0:
+        raise CaitoolError("--snapshots must be 0 or more")
     with metrics_session(flags) as stream:
         try:
             trainer = make_trainer()
@@ -189,6 +191,10 @@ def fit(command: str, flags: Any, settings: arguments.Settings, tokenizer: Any,
             if kept < examples:
                 console.warn(command, f"{examples - kept} of {examples} examples left out: {dropped}")
         metrics = callbacks.install(trainer, command, stream, description)
+        if getattr(flags, "snapshots", 0):
+            trainer.add_callback(callbacks.Snapshots(
+                trainer, flags.snapshots, flags.output, tokenizer,
+                model_of or (lambda t: t.accelerator.unwrap_model(t.model)), command))
         checkpoints.restore(trainer, resume)
         if data_line and trainer.accelerator.is_main_process:
             done = checkpoints.step(Path(resume)) if resume else trainer.state.global_step
