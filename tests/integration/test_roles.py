@@ -44,3 +44,22 @@ def test_the_chain_is_recorded_and_eval_marks_its_own_labels(tiny_model, tmp_pat
     assert json.loads(apart.stdout)["independence"]["independent"] is True
     assert b"from the evaluator" not in apart.stderr and b"by the evaluator" not in apart.stderr
     assert records(tuned.read_text())[0]["provenance"]["generate"]["model"] == str(dpo)
+
+
+def test_snapshots_are_models_that_lead_back_to_their_run(tiny_model, tmp_path):
+    rows = tmp_path / "sft.jsonl"
+    rows.write_text("".join(json.dumps({"id": f"s{i}", "prompt": f"Say {i}.", "response": f"{i}.",
+                                        "provenance": {"revise": {"model": "writer"}}}) + "\n"
+                            for i in range(8)))
+    out = tmp_path / "sft"
+    caitool("train-sft", rows, "-m", tiny_model, "-o", out, "--max-steps", "4", "--snapshots", "2",
+            "--batch-size", "2")
+    snapshots = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snapshots == ["step-000002", "step-000004"]
+    early = out / "snapshots" / snapshots[0]
+    answered = records(caitool("generate", "-m", early, *SMALL, EXAMPLES / "smoke.jsonl").stdout)
+    assert len(answered) == 8
+    from caitool import lineage
+
+    chain = lineage.follow([str(early)])
+    assert str(out) in chain.trained and "writer" in chain.written_by
