@@ -138,10 +138,13 @@ HELPFUL_CONSTITUTION ?= helpful
 SEED ?= 0
 MAX_NEW_TOKENS ?= 256
 BATCH_SIZE ?= 16
-GEN_FLAGS ?= --max-new-tokens $(MAX_NEW_TOKENS) --seed $(SEED) --batch-size $(BATCH_SIZE)
+# The prompt format of every model stage: auto (chat where a model has a chat template), or
+# raw, the paper's Human:/Assistant: transcripts for pretrained models (docs/reproduce.md).
+FORMAT ?= auto
+GEN_FLAGS ?= --max-new-tokens $(MAX_NEW_TOKENS) --seed $(SEED) --batch-size $(BATCH_SIZE) --format $(FORMAT)
 # Stages that run a model trained here load it in-process, whatever BACKEND the others use.
 TRAINED_FLAGS ?= --backend hf
-TRAIN_FLAGS ?= --seed $(SEED)
+TRAIN_FLAGS ?= --seed $(SEED) --format $(FORMAT)
 SFT_FLAGS ?= --epochs 1
 RM_FLAGS ?= --epochs 1
 PPO_FLAGS ?= --max-steps 100
@@ -222,10 +225,10 @@ $(RUN)/helpful-pairs.jsonl: $(RUN)/helpful-prompts.jsonl $(RUN)/sft/config.json
 
 # The judge's accuracy is read (and said plainly, when it is at chance) before it labels.
 $(RUN)/prefs.jsonl: $(RUN)/pairs.jsonl $(CONSTITUTION_FILE) | $(RUN)/judge-accuracy.json
-	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) --batch-size $(BATCH_SIZE) \
+	$(CAITOOL) compare -m $(JUDGE) -c $(CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) --batch-size $(BATCH_SIZE) --format $(FORMAT) \
 	  $< -o $@.part && mv $@.part $@
 $(RUN)/helpful-prefs.jsonl: $(RUN)/helpful-pairs.jsonl $(HELPFUL_CONSTITUTION_FILE) | $(RUN)/judge-accuracy.json
-	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) \
+	$(CAITOOL) compare -m $(JUDGE) -c $(HELPFUL_CONSTITUTION) $(BACKEND_FLAGS) $(RAY_FLAGS) --format $(FORMAT) \
 	  --batch-size $(BATCH_SIZE) $< -o $@.part && mv $@.part $@
 
 # The reward model starts from the SFT model, so it shares the policy's tokenizer (PPO needs
@@ -276,7 +279,7 @@ $(RUN)/eval.json: $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl $(SNAPSHOT_
 	snapshots="$(if $(SNAPSHOT_ANSWERS),$$(cat $(SNAPSHOT_ANSWERS)))"; \
 	names=base,sl-cai$$(for f in $$snapshots; do step=$${f##*step-}; step=$${step%.jsonl}; \
 	  printf ',rl-cai@%d' $$((10#$$step)); done),rl-cai; \
-	$(CAITOOL) eval -m $(EVALUATOR) $(BACKEND_FLAGS) --names $$names $(EVAL_FLAGS) \
+	$(CAITOOL) eval -m $(EVALUATOR) $(BACKEND_FLAGS) --format $(FORMAT) --names $$names $(EVAL_FLAGS) \
 	  $(if $(SNAPSHOT_ANSWERS),--frontier-from sl-cai --plot $(RUN)/frontier.png) \
 	  --judgments $(RUN)/judgments.jsonl $(RUN)/answers-base.jsonl $(RUN)/answers-sft.jsonl \
 	  $$snapshots $(RUN)/answers-$(RL).jsonl -o $@.part && mv $@.part $@
