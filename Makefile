@@ -127,6 +127,9 @@ N_PROMPTS ?= 80
 # N_HELPFUL = N_PROMPTS x HELPFUL_SHARE / (100 - HELPFUL_SHARE), unless given itself.
 HELPFUL_SHARE ?= 42
 N_HELPFUL ?= $(shell expr $(N_PROMPTS) \* $(HELPFUL_SHARE) / \( 100 - $(HELPFUL_SHARE) \))
+# Sampled answers per helpfulness prompt in the SFT data, each its own example, as the paper's
+# 2 (the red-team prompts give one example per revision round).
+HELPFUL_SAMPLES ?= 2
 N_EVAL ?= 20
 RED_TEAM ?= examples/red_team.jsonl
 GENERATED_PROMPTS ?= 0
@@ -207,9 +210,10 @@ endef
 $(foreach r,$(shell seq 1 $(ROUNDS)),$(eval $(call ROUND_RULE,$(r),$(shell expr $(r) - 1))))
 
 $(RUN)/helpful.jsonl: $(RUN)/helpful-prompts.jsonl
-	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) $< -o $@.part && mv $@.part $@
+	$(CAITOOL) generate -m $(MODEL) $(BACKEND_FLAGS) $(GEN_FLAGS) $(RAY_FLAGS) -n $(HELPFUL_SAMPLES) $< -o $@.part && mv $@.part $@
 
-# SFT on the revisions of every round (one example per round) plus helpfulness answers.
+# SFT on the revisions of every round (one example per round) plus HELPFUL_SAMPLES sampled
+# answers per helpfulness prompt.
 $(RUN)/sft/config.json: $(RUN)/round$(ROUNDS).jsonl $(RUN)/helpful.jsonl
 	$(CAITOOL) train-sft $^ -m $(SFT_BASE) -o $(RUN)/sft --all-rounds $(TRAIN_FLAGS) $(SFT_FLAGS) \
 	  --metrics $(RUN)/sft-metrics.jsonl

@@ -181,48 +181,52 @@ def response_prompt(messages: Messages, fmt: Format) -> tuple[Prompt, list[str]]
 # -- critique and revision -----------------------------------------------------------------
 
 
-def _chat_example(example: CritiqueExample) -> Messages:
-    return [
-        *example.messages(),
-        {"role": "assistant", "content": example.response},
-        {"role": "user", "content": example.critique_request},
-        {"role": "assistant", "content": example.critique},
-        {"role": "user", "content": example.revision_request},
-        {"role": "assistant", "content": example.revision},
-    ]
+# (section, request, reply) after a response: the section names the raw labels
+# (``CritiqueRequest:``/``Critique:``), and a reply None is the one the model is asked for.
+Exchange = tuple[str, str, str | None]
 
 
-def _raw_example(example: CritiqueExample) -> str:
-    return (
-        f"\n\n{transcript(example.messages())}\n\nAssistant: {example.response}\n\n"
-        f"CritiqueRequest: {example.critique_request}\n\nCritique: {example.critique}\n\n"
-        f"RevisionRequest: {example.revision_request}\n\nRevision: {example.revision}"
-    )
+def _example_exchanges(example: CritiqueExample, direct: bool) -> list[Exchange]:
+    """A direct revision's examples leave out their critiques, so that the model sees a
+    revision follow its request with no critique between (and writes none itself)."""
+    revision = ("Revision", example.revision_request, example.revision)
+    return [revision] if direct else [("Critique", example.critique_request, example.critique), revision]
+
+
+def _chat_turns(messages: Messages, response: str, exchanges: list[Exchange]) -> Messages:
+    turns = [*messages, {"role": "assistant", "content": response}]
+    for _, request, reply in exchanges:
+        turns.append({"role": "user", "content": request})
+        if reply is not None:
+            turns.append({"role": "assistant", "content": reply})
+    return turns
+
+
+def _raw_turns(messages: Messages, response: str, exchanges: list[Exchange]) -> str:
+    text = f"\n\n{transcript(messages)}\n\nAssistant: {response}"
+    for section, request, reply in exchanges:
+        text += f"\n\n{section}Request: {request}\n\n{section}:" + ("" if reply is None else f" {reply}")
+    return text
 
 
 def critique_prompt(constitution: Constitution, messages: Messages, response: str,
-                    principle: Principle, fmt: Format,
-                    critique: str | None = None) -> tuple[Prompt, list[str]]:
-    """Ask for a critique (``critique`` None) or, given the critique, for the revision.
+                    principle: Principle, fmt: Format, critique: str | None = None,
+                    direct: bool = False) -> tuple[Prompt, list[str]]:
+    """Ask for a critique (``critique`` None), given the critique for the revision, or with
+    ``direct`` (and no critique) for the revision straight after the response (section 3.5).
 
     Raw, as the paper's transcripts: every few-shot example and then the request, each its
     own ``\n\nHuman: ...`` transcript, run together."""
-    examples = constitution.critique_examples
+    asked: list[Exchange] = [] if direct else [("Critique", principle.critique, critique)]
+    if direct or critique is not None:
+        asked.append(("Revision", principle.revision, None))
+    shots = [(e.messages(), e.response, _example_exchanges(e, direct))
+             for e in constitution.critique_examples]
     if fmt == "chat":
-        turns = [turn for example in examples for turn in _chat_example(example)]
-        turns += messages + [{"role": "assistant", "content": response},
-                             {"role": "user", "content": principle.critique}]
-        if critique is not None:
-            turns += [{"role": "assistant", "content": critique},
-                      {"role": "user", "content": principle.revision}]
-        return Prompt.chat(turns), []
-    shots = "".join(_raw_example(e) for e in examples)
-    text = (f"{shots}\n\n{transcript(messages)}\n\nAssistant: {response}\n\n"
-            f"CritiqueRequest: {principle.critique}\n\nCritique:")
-    if critique is None:
-        return Prompt.raw(text), list(CRITIQUE_STOP)
-    text += f" {critique}\n\nRevisionRequest: {principle.revision}\n\nRevision:"
-    return Prompt.raw(text), list(REVISION_STOP)
+        return Prompt.chat([t for shot in shots for t in _chat_turns(*shot)]
+                           + _chat_turns(messages, response, asked)), []
+    text = "".join(_raw_turns(*shot) for shot in shots) + _raw_turns(messages, response, asked)
+    return Prompt.raw(text), list(REVISION_STOP if asked[-1][0] == "Revision" else CRITIQUE_STOP)
 
 
 # -- judge questions -----------------------------------------------------------------------

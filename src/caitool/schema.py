@@ -6,7 +6,7 @@ None. Kinds, in pipeline order:
 * prompt: ``prompt`` (a string, or TRL's list of messages) or ``messages`` (a chat ending
   with a user turn), and an optional ``id``;
 * supervised: a prompt with ``response``, ``initial_response`` and ``revisions`` (rounds of
-  {principle, critique, revision}), as ``critique`` and ``revise`` write them;
+  {principle, critique, revision}; ``revise --direct``'s have ``direct`` and no critique);
 * samples: a prompt with ``responses`` (two or more), as ``generate -n 2`` writes them;
 * preference: TRL's ``prompt``/``chosen``/``rejected`` (``p_chosen`` optional), or TRL's
   implicit-prompt form where ``chosen`` and ``rejected`` are whole conversations;
@@ -133,7 +133,11 @@ def check_revisions(record: Record) -> str | None:
     if not isinstance(revisions, list):
         return "'revisions' must be a list"
     for i, entry in enumerate(revisions):
-        if not isinstance(entry, dict) or not isinstance(entry.get("critique"), str):
+        # A direct round ('revise --direct') has no critique and is revised when it is made.
+        direct = isinstance(entry, dict) and entry.get("direct") is True
+        if direct and (entry.get("critique") is not None or not isinstance(entry.get("revision"), str)):
+            return f"'revisions[{i}]' is direct: its 'critique' must be null and its 'revision' a string"
+        if not direct and (not isinstance(entry, dict) or not isinstance(entry.get("critique"), str)):
             return f"'revisions[{i}]' must be an object with a 'critique' string"
         if entry.get("revision") is not None and not isinstance(entry["revision"], str):
             return f"'revisions[{i}].revision' must be a string or null"

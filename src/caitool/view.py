@@ -211,7 +211,8 @@ def _supervised(record: Record, markers: bool) -> list[RenderableType]:
         body = Text()
         body.append("critique\n", style="bold yellow")
         critique = entry.get("critique")
-        body.append_text(clipped(as_text(critique)) if critique is not None else Text("(none)"))
+        body.append_text(clipped(as_text(critique)) if critique is not None else
+                         Text("(none: revised directly)" if entry.get("direct") is True else "(none)"))
         body.append("\n\nrevision", style="bold yellow")
         revision = entry.get("revision")
         if revision is None:

@@ -82,3 +82,36 @@ def test_the_ablation_script_runs_with_the_tiny_model(tmp_path, tiny_model):
     assert summary["systems"] == ["initial", "1-round", "2-rounds"]
     assert set(summary["elo"]["harmlessness"]) == {"initial", "1-round", "2-rounds"}
     assert not (run / "elo.png").exists()
+
+
+def test_the_direct_revision_script_is_valid_bash_with_strict_mode():
+    script = EXAMPLES / "direct-revision.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "set -euo pipefail" in text and "caitool revise --direct" in text
+    for variable in ("MODEL=", "JUDGE=", "N=", "ROUNDS=", "MAX_NEW_TOKENS=", "RUN=", "PLOT="):
+        assert variable in text
+
+
+@pytest.mark.slow
+def test_the_direct_revision_script_runs_with_the_tiny_model(tmp_path, tiny_model):
+    run = tmp_path / "run"
+    result = shell(f"bash {EXAMPLES / 'direct-revision.sh'}", env={
+        "MODEL": str(tiny_model), "N": "2", "ROUNDS": "2", "MAX_NEW_TOKENS": "4",
+        "RUN": str(run), "PLOT": "", "CAITOOL_QUIET": "1"})
+    assert result.returncode == 0, result.stderr.decode()
+    initial = records((run / "round0.jsonl").read_text())
+    critiqued = records((run / "critiqued2.jsonl").read_text())
+    direct = records((run / "direct2.jsonl").read_text())
+    assert [r["id"] for r in critiqued] == [r["id"] for r in direct] == [r["id"] for r in initial]
+    for a, b, first in zip(critiqued, direct, initial):
+        # The same answers revised under the same principles, with a critique or without.
+        assert a["initial_response"] == b["initial_response"] == first["response"]
+        assert [e["principle"] for e in a["revisions"]] == [e["principle"] for e in b["revisions"]]
+        assert all(isinstance(e["critique"], str) and "direct" not in e for e in a["revisions"])
+        assert all(e["critique"] is None and e["direct"] is True for e in b["revisions"])
+        assert len(a["revisions"]) == len(b["revisions"]) == 2
+    summary = json.loads((run / "eval.json").read_text())
+    assert summary["systems"] == ["initial", "critiqued", "direct"]
+    assert set(summary["elo"]["harmlessness"]) == {"initial", "critiqued", "direct"}
+    assert not (run / "elo.png").exists()

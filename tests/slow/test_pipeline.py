@@ -71,6 +71,14 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
 
     helpful_prompts = lines("helpful-prompts.jsonl")
     assert len(lines("prompts.jsonl")) == 6 and len(helpful_prompts) == 4
+    # The SFT data has the paper's 2 sampled answers per helpfulness prompt (HELPFUL_SAMPLES),
+    # each its own example, beside one example per revision round of each red-team prompt.
+    helpful = lines("helpful.jsonl")
+    assert [r["id"] for r in helpful] == [p["id"] for p in helpful_prompts]
+    assert all(len(r["responses"]) == 2 and "response" not in r for r in helpful)
+    sft = json.loads((run / "sft" / "caitool_training.json").read_text())
+    assert sft["by_file"][str(run / "helpful.jsonl")] == {"examples": 8}
+    assert sft["examples"] == 8 + sum(len(r["revisions"]) for r in round2)
     helpful_prefs = lines("helpful-prefs.jsonl")
     assert len(helpful_prefs) == 4
     asked = json.dumps([p["prompt"] for p in helpful_prefs])

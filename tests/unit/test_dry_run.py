@@ -81,6 +81,26 @@ def test_revise_asks_in_the_critique_conversation():
         {"role": "user", "content": rules.principle("unkind").revision}]
 
 
+def test_direct_revise_answers_first_and_asks_for_the_revision_with_no_critique():
+    rules = constitution.load(MINI)
+    [example] = rules.critique_examples
+    rows = [PROMPTS[0], {"id": "p3", "prompt": "Hello?", "response": "Go away."}]
+    lines = dry("revise", "--direct", "-c", MINI, input=jsonl(rows))
+    assert [(line["id"], line["step"]) for line in lines] == [
+        ("p1", "response"), ("p1", "revision"), ("p3", "revision")]
+    p3 = lines[2]
+    principle = rules.principle(supervised.sample_principle(rules, 0, "p3", 0).id)
+    assert p3["messages"] == [
+        {"role": "user", "content": example.prompt},
+        {"role": "assistant", "content": example.response},
+        {"role": "user", "content": example.revision_request},
+        {"role": "assistant", "content": example.revision},
+        {"role": "user", "content": "Hello?"},
+        {"role": "assistant", "content": "Go away."},
+        {"role": "user", "content": principle.revision}]
+    assert {"role": "assistant", "content": dry_run.PLACEHOLDER} in lines[1]["messages"]
+
+
 def test_compare_scores_both_orders_with_the_options():
     lines = dry("compare", "-c", MINI, input=jsonl(PAIRS))
     assert len(lines) == 2

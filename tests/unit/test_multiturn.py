@@ -155,6 +155,21 @@ def test_revise_asks_in_the_whole_conversation(no_model, rules):
                                    ("assistant", CRITIQUE), ("user", REVISION_REQUEST)), "")
 
 
+def test_direct_revision_asks_for_the_revision_right_after_the_response(no_model, rules):
+    """revise --direct, the paper's revisions without critiques: the revision request follows
+    the response, with no critique request or critique between; an unanswered conversation
+    is answered first, as critique answers it."""
+    [raw] = dry("raw", "revise", "--direct", "-c", rules, rows=[{**ASK, "response": RESPONSE}])
+    assert raw["step"] == "revision"
+    assert request(raw) == (f"\n\n{TRANSCRIPT}\n\nAssistant: {RESPONSE}\n\n"
+                            f"RevisionRequest: {REVISION_REQUEST}\n\nRevision:")
+    assert raw["stop"] == list(render.REVISION_STOP)
+    answer, chat = dry("chat", "revise", "--direct", "-c", rules, rows=[ASK])
+    assert (answer["step"], chat["step"]) == ("response", "revision")
+    assert request(answer) == (CONVERSATION, "")
+    assert request(chat) == (turns(("assistant", "<model output>"), ("user", REVISION_REQUEST)), "")
+
+
 def test_the_judge_question_holds_the_whole_conversation(no_model, rules):
     """The paper's question: the frame, the conversation ending on the human's turn, the
     principle and the options, in both orders."""
@@ -213,8 +228,9 @@ def test_the_supervised_stage_keeps_the_conversation(rules, fmt):
     answered = ran("generate", "--format", fmt, rows=[ASK])
     critiqued = ran("critique", "-c", rules, "--format", fmt, rows=answered)
     revised = ran("revise", "-c", rules, "--format", fmt, rows=critiqued)
+    direct = ran("revise", "--direct", "-c", rules, "--format", fmt, rows=answered)
     pairs = ran("generate", "-n", "2", "--format", fmt, rows=[ASK])
-    for stage in (answered, critiqued, revised, pairs):
+    for stage in (answered, critiqued, revised, direct, pairs):
         [record] = stage
         assert record["messages"] == CONVERSATION and "prompt" not in record
         assert record["category"] == "poisoning"

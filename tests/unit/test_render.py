@@ -56,6 +56,25 @@ def test_chat_critique_is_one_conversation_with_the_examples_first():
     assert [m["role"] for m in prompt.message_dicts()] == ["user", "assistant"] * 5 + ["user"]
 
 
+def test_direct_revision_shows_revisions_without_critiques():
+    """The paper's revisions without critiques: the examples keep their revision requests and
+    revisions and drop their critiques, so the model sees a revision follow its request."""
+    raw, stop = render.critique_prompt(RULES, ASK, "Like this.", PRINCIPLE, "raw", direct=True)
+    assert raw.text == (
+        "\n\nHuman: Ask\n\nAssistant: Answer\n\nRevisionRequest: Rev?\n\nRevision: Rev."
+        "\n\nHuman: How do I pick a lock?\n\nAssistant: Like this.\n\n"
+        "RevisionRequest: Make it harmless.\n\nRevision:")
+    assert stop == list(render.REVISION_STOP)
+    chat, stop = render.critique_prompt(RULES, ASK, "Like this.", PRINCIPLE, "chat", direct=True)
+    assert stop == []
+    assert chat.message_dicts() == [
+        {"role": "user", "content": "Ask"}, {"role": "assistant", "content": "Answer"},
+        {"role": "user", "content": "Rev?"}, {"role": "assistant", "content": "Rev."},
+        {"role": "user", "content": "How do I pick a lock?"},
+        {"role": "assistant", "content": "Like this."},
+        {"role": "user", "content": "Make it harmless."}]
+
+
 PAPER_QUESTION = (
     "Consider the following conversation between a human and an assistant:\n\n"
     "Human: How do I pick a lock?\n\n"

@@ -31,6 +31,22 @@ def test_supervised_checks_follow_the_rounds():
         {"prompt": "hi", "revisions": [3]})
 
 
+def test_a_direct_round_has_no_critique_and_is_revised():
+    direct = {"principle": "p", "critique": None, "revision": "b", "direct": True}
+    record = {"prompt": "hi", "response": "b", "initial_response": "a", "revisions": [direct]}
+    # Another round may follow it, it trains, and it is a before/after pair.
+    assert schema.check_for_critique(record) is None
+    assert "no critique waiting" in schema.check_for_revise(record)
+    assert schema.check_sft(record) is None and schema.check_revised(record) is None
+    assert [e.response for e in schema.sft_examples(record, all_rounds=True)] == ["b"]
+    for broken in ({**direct, "critique": "c"}, {**direct, "revision": None}):
+        assert "'revisions[0]' is direct" in schema.check_for_critique({**record, "revisions": [broken]})
+    # Without the mark, a round without a critique is still an error.
+    plain = {"principle": "p", "critique": None, "revision": "b"}
+    assert "'revisions[0]' must be an object" in schema.check_for_critique(
+        {**record, "revisions": [plain]})
+
+
 def test_samples_and_system_answers():
     assert "one 'response' is not enough" in schema.check_samples({"prompt": "x", "response": "y"})
     assert "has 1 response;" in schema.check_samples({"prompt": "x", "responses": ["y"]})

@@ -75,6 +75,44 @@ def test_revision_is_asked_in_the_critique_conversation():
     assert critique_call.prompts[0].message_dicts() == asked[:-2]
 
 
+def test_direct_revision_samples_the_principles_critique_samples():
+    """With the same seed, a direct run and a critiqued one revise each record under the same
+    principle, round by round, and differ only in the critique."""
+    rows = [{"id": f"d{i}", "prompt": f"Question {i}?", "response": f"Answer {i}."} for i in range(8)]
+    critiqued = records(run_cli("critique", *FAKE, "-c", "harmless", "--seed", "4",
+                                input=jsonl(rows)).stdout)
+    direct = records(run_cli("revise", "--direct", *FAKE, "-c", "harmless", "--seed", "4",
+                             input=jsonl(rows)).stdout)
+    assert [r["revisions"][0]["principle"] for r in direct] == [
+        r["revisions"][0]["principle"] for r in critiqued]
+    for record, row in zip(direct, rows):
+        [entry] = record["revisions"]
+        assert entry == {"principle": entry["principle"], "critique": None,
+                         "revision": record["response"], "direct": True}
+        assert record["initial_response"] == row["response"]
+        assert record["provenance"]["revise"]["direct"] is True
+    # A second round, critiqued or direct, follows a direct one.
+    again = records(run_cli("critique", *FAKE, "-c", "harmless", "--seed", "4",
+                            input=jsonl(direct)).stdout)
+    revised = records(run_cli("revise", *FAKE, "-c", "harmless", input=jsonl(again)).stdout)
+    assert [len(r["revisions"]) for r in revised] == [2] * len(rows)
+    assert all(r["revisions"][1]["critique"] and "direct" not in r["revisions"][1] for r in revised)
+    twice = records(run_cli("revise", "--direct", *FAKE, "-c", "harmless", "--seed", "4",
+                            input=jsonl(direct)).stdout)
+    assert [r["revisions"][1]["principle"] for r in twice] == [
+        r["revisions"][1]["principle"] for r in again]
+
+
+def test_direct_revision_refuses_a_pending_critique():
+    row = {"id": "z", "prompt": "Hi", "response": "Hello"}
+    pending = run_cli("critique", *FAKE, "-c", MINI, input=jsonl([row])).stdout
+    result = run_cli("revise", "--direct", *FAKE, "-c", MINI, input=pending)
+    assert result.returncode == 1
+    assert result.stderr.decode().strip() == (
+        "caitool revise: <stdin>:1: the last round's critique has no revision yet; "
+        "run 'caitool revise' first")
+
+
 def test_a_failed_request_leaves_its_record_out_and_names_it(tmp_path):
     rows = [{"id": "ok", "prompt": "Fine."}, {"id": "bad", "prompt": "Please FAIL here."}]
     out = tmp_path / "out.jsonl"

@@ -40,6 +40,10 @@ def test_sft_examples_from_each_format():
     assert schema.sft_examples(completion)[0].response == "c"
     many = {"prompt": "p", "responses": ["x", "y"]}
     assert [e.response for e in schema.sft_examples(many)] == ["x", "y"]
+    # Sampled helpfulness answers ('generate -n 2', as make all writes them) are an example
+    # each beside the revisions, with --all-rounds too.
+    assert schema.check_sft(many) is None
+    assert [e.response for e in schema.sft_examples(many, all_rounds=True)] == ["x", "y"]
 
 
 def test_rendering_chat_and_raw():

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from caitool import constitution as constitutions
 from caitool.commands._flags import (
     ConstitutionName,
@@ -11,17 +15,24 @@ from caitool.commands._flags import (
     command,
     run_records,
 )
-from caitool.schema import check_for_revise
+from caitool.schema import check_for_critique, check_for_revise
 from caitool.stages import supervised
 
 NAME = "revise"
-EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool revise -m ./tiny > round1.jsonl"""
+EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool revise -m ./tiny > round1.jsonl
+    caitool revise --direct -m ./tiny < examples/red_team.jsonl > direct1.jsonl   # no critique"""
 
 
 @command
 def command(
     input: Input = "-",
     constitution: ConstitutionName = "harmless",
+    direct: Annotated[bool, typer.Option(
+        "--direct", help="Revise without a critique (the paper's ablation): read records with "
+        "no pending critique, as 'caitool critique' does (answering those without a "
+        "response), sample a principle per record and round as it does, and ask for the "
+        "revision right after the response. The round is {principle, critique: null, "
+        "revision, direct: true}.")] = False,
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
@@ -30,7 +41,8 @@ def command(
     """Revise each response as its pending critique asks, and make the revision the response.
 
     The revision is asked for in the same conversation as the critique, with the revision
-    request paired with the critique's principle.
+    request paired with the critique's principle. With --direct there is no critique: the
+    revision request follows the response, and the few-shot examples show none either.
     """
     rules = constitutions.load(constitution)
     known = {p.id for p in rules.principles}
@@ -42,12 +54,17 @@ def command(
                     f"constitution '{rules.name}' (use the one the critique used)")
         return problem
 
+    if direct:
+        rules.require_principles()
     params, fmt = sampling.params(), model.format
 
     def make_step(backend, done):
         sampler = supervised.Sampler(backend, params, fmt)
+        if direct:
+            return lambda batch: supervised.revise_direct(sampler, rules, batch)
         return lambda batch: supervised.revise(sampler, rules, batch)
 
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=("revision",), validate=validate,
-                describe="revising")
+                make_step=make_step, steps=("response", "revision") if direct else ("revision",),
+                validate=check_for_critique if direct else validate,
+                describe="revising directly" if direct else "revising")

@@ -2,9 +2,10 @@
 
 ``generate``: answer prompts. ``critique``: sample a principle per record and round and ask
 the model to critique its current response. ``revise``: in the same conversation, ask for the
-revision that answers the critique. Each returns the batch's records and the ids of those
-whose requests failed for good (a remote server that kept erroring), which the batch loop
-leaves out of the output and names.
+revision that answers the critique. ``revise_direct``: the paper's ablation without critiques,
+a sampled principle's revision request straight after the response. Each returns the
+batch's records and the ids of those whose requests failed for good (a remote server that
+kept erroring), which the batch loop leaves out of the output and names.
 """
 
 from __future__ import annotations
@@ -112,21 +113,31 @@ def generate(sampler: Sampler, records: list[Record], n: int = 1) -> StepResult:
     return StepResult(records, failed)
 
 
-def critique(sampler: Sampler, constitution: Constitution, records: list[Record]) -> StepResult:
-    """A new round per record: a sampled principle and the model's critique of its response
-    (records without a response are answered first)."""
-    failed: dict[str, str] = {}
+def _new_round(sampler: Sampler, constitution: Constitution, records: list[Record],
+               failed: dict[str, str], **round_: Any) -> list[Principle]:
+    """Answer the records that have no response yet, and open a round on each under a
+    principle sampled for its id and round number."""
     missing = [r for r in records if "response" not in r]
     if missing:
         _answer(sampler, missing, failed)
-    requests = []
+    principles = []
     for record in records:
         record.setdefault("initial_response", record["response"])
         revisions = record.setdefault("revisions", [])
         principle = sample_principle(constitution, sampler.seed, str(record["id"]), len(revisions))
-        revisions.append({"principle": principle.id, "critique": None, "revision": None})
-        requests.append(render.critique_prompt(
-            constitution, conversation(record), record["response"], principle, sampler.fmt))
+        revisions.append({"principle": principle.id, **round_})
+        principles.append(principle)
+    return principles
+
+
+def critique(sampler: Sampler, constitution: Constitution, records: list[Record]) -> StepResult:
+    """A new round per record: a sampled principle and the model's critique of its response
+    (records without a response are answered first)."""
+    failed: dict[str, str] = {}
+    principles = _new_round(sampler, constitution, records, failed, critique=None, revision=None)
+    requests = [render.critique_prompt(constitution, conversation(record), record["response"],
+                                       principle, sampler.fmt)
+                for record, principle in zip(records, principles)]
     outputs = sampler.complete(requests, records, f"critique{len(records[0]['revisions'])}", failed)
     for record, samples in zip(records, outputs):
         record["revisions"][-1]["critique"] = samples[0]
@@ -146,9 +157,30 @@ def revise(sampler: Sampler, constitution: Constitution, records: list[Record]) 
         requests.append(render.critique_prompt(
             constitution, conversation(record), record["response"], principle, sampler.fmt,
             critique=entry["critique"]))
-    outputs = sampler.complete(requests, records, f"revise{len(records[0]['revisions'])}", failed)
+    return _revised(sampler, constitution, records, requests, "revise", failed)
+
+
+def _revised(sampler: Sampler, constitution: Constitution, records: list[Record],
+             requests: list[tuple[render.Prompt, list[str]]], step: str, failed: dict[str, str],
+             **provenance: Any) -> StepResult:
+    """Each record's last round revised as asked; the revision becomes its response."""
+    outputs = sampler.complete(requests, records, f"{step}{len(records[0]['revisions'])}", failed)
     for record, samples in zip(records, outputs):
         record["revisions"][-1]["revision"] = samples[0]
         record["response"] = samples[0]
-        add_provenance(record, "revise", sampler.provenance(constitution=constitution.name))
+        add_provenance(record, "revise", sampler.provenance(constitution=constitution.name,
+                                                            **provenance))
     return StepResult(records, failed)
+
+
+def revise_direct(sampler: Sampler, constitution: Constitution, records: list[Record]) -> StepResult:
+    """A new round per record, revised with no critique: the principle is sampled as
+    ``critique`` samples it, so a direct run and a critiqued one with the same seed revise
+    each record under the same principles and differ only in the critique."""
+    failed: dict[str, str] = {}
+    principles = _new_round(sampler, constitution, records, failed,
+                            critique=None, revision=None, direct=True)
+    requests = [render.critique_prompt(constitution, conversation(record), record["response"],
+                                       principle, sampler.fmt, direct=True)
+                for record, principle in zip(records, principles)]
+    return _revised(sampler, constitution, records, requests, "direct", failed, direct=True)
