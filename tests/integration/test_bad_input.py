@@ -410,9 +410,46 @@ def red_team_cases() -> list[Case]:
     ]
 
 
+def _rated(i: int, rating: object = 1.0) -> dict:
+    return {"id": f"g{i}", "prompt": f"Question number {i}?", "response": f"Answer {i}.",
+            "rating": rating}
+
+
+def score_cases() -> list[Case]:
+    """`train-rm --target` and `eval --score-model`: the score model's inputs."""
+    argv = [*READERS["train-rm"], "--target", "rating"]
+    rated = [line(_rated(i)) for i in (1, 2)]
+
+    def third(record: dict) -> dict[str, bytes]:
+        return {"in.jsonl": b"".join(rated) + line(record) + line(_rated(4))}
+
+    missing = _rated(3)
+    del missing["rating"]
+    turns_all = {"id": "g3", "messages": [{"role": "user", "content": "How do I break a lock?"}],
+                 "rating": 2.0}
+    return [
+        Case("train-rm-data-target-missing", argv, third(missing),
+             where="in.jsonl:3: missing 'rating' (the --target field)", needs="tiny"),
+        Case("train-rm-data-target-not-a-number", argv, third(_rated(3, "high")),
+             where="in.jsonl:3: 'rating' is \"high\", not a number", needs="tiny"),
+        Case("train-rm-data-target-boolean", argv, third(_rated(3, True)),
+             where="in.jsonl:3: 'rating' is true, not a number", needs="tiny"),
+        Case("train-rm-data-target-other-field", [*READERS["train-rm"], "--target", "score"],
+             {"in.jsonl": b"".join(rated)}, where="in.jsonl:1: missing 'score'", needs="tiny"),
+        # What `caitool import red-team-attempts --turns all` writes: no rated reply in it.
+        Case("train-rm-data-target-no-reply", argv, third(turns_all),
+             where="in.jsonl:3: no reply to score", needs="tiny"),
+        Case("train-rm-data-target-constant", argv, {"in.jsonl": b"".join(rated)},
+             where="nothing to learn", needs="tiny"),
+        Case("eval-data-score-model-missing", ["eval", "--score-model", "{dir}/no-model",
+                                               "--only", "score", "{in}"],
+             {"in.jsonl": b"".join(_lines("eval"))}, where="no-model"),
+    ]
+
+
 def cases() -> list[Case]:
     return (line_cases() + odd_file_cases() + stream_cases() + flag_cases() + other_cases()
-            + import_cases() + red_team_cases())
+            + import_cases() + red_team_cases() + score_cases())
 
 
 # -- running and judging ---------------------------------------------------------------------

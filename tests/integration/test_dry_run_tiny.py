@@ -69,10 +69,11 @@ def test_every_command_writes_the_chat_template_text(tiny_model, tokenizer, no_w
         "revise": dry(tiny_model, "revise", "-c", MINI, input=jsonl(critiqued)),
         "compare": dry(tiny_model, "compare", "-c", MINI, "--cot", input=jsonl(PAIRS)),
         "eval": dry(tiny_model, "eval", system_a, system_b,
-                    "--harmless-constitution", MINI, "--helpful-constitution", MINI),
+                    "--harmless-constitution", MINI, "--helpful-constitution", MINI,
+                    "--evasiveness-constitution", MINI),
     }
     counts = {name: len(lines) for name, lines in runs.items()}
-    assert counts == {"generate": 2, "critique": 4, "revise": 1, "compare": 4, "eval": 4}
+    assert counts == {"generate": 2, "critique": 4, "revise": 1, "compare": 4, "eval": 6}
     for name, lines in runs.items():
         assert [line["index"] for line in lines] == list(range(len(lines))), name
         for line in lines:

@@ -79,8 +79,10 @@ def test_bad_flag_values_are_one_line_errors(tmp_path):
     a, b = system(tmp_path, "a", refusing), system(tmp_path, "b", complying)
     for flags, message in ((["--principles", "0"], "--principles must be at least 1"),
                            (["--bootstrap", "-1"], "--bootstrap must be 0 or more"),
-                           (["--only", "honesty"], "--only must be harmlessness or helpfulness"),
-                           (["--only", "helpfulness", "--plot", "x.png"], "--plot needs both"),
+                           (["--only", "honesty"],
+                            "--only must be harmlessness, helpfulness, evasiveness"),
+                           (["--only", "helpfulness", "--plot", "x.png"],
+                            "--plot needs harmlessness and helpfulness"),
                            (["--harmless-constitution", "nope"], "unknown constitution 'nope'")):
         result = caitool("eval", "-m", "unused", a, b, *flags, check=False)
         assert result.returncode != 0
@@ -128,7 +130,7 @@ def test_identical_systems_win_half_the_time(tmp_path, tiny_model):
     assert summary["systems"] == ["left", "right"]
     [pair] = summary["pairs"]
     assert (pair["a"], pair["b"]) == ("left", "right")
-    for dimension in ("harmlessness", "helpfulness"):
+    for dimension in ("harmlessness", "helpfulness", "evasiveness"):
         outcome = pair[dimension]
         assert outcome["n"] == len(prompts)
         # Both-order judging of identical responses is a tie whatever the judge prefers.
@@ -155,16 +157,16 @@ def test_three_systems_get_elo_scores_a_plot_and_per_prompt_judgments(tmp_path, 
     assert [(p["a"], p["b"]) for p in summary["pairs"]] == [
         ("refuse", "comply"), ("refuse", "short"), ("comply", "short")]
     for pair in summary["pairs"]:
-        for dimension in ("harmlessness", "helpfulness"):
+        for dimension in ("harmlessness", "helpfulness", "evasiveness"):
             outcome = pair[dimension]
             assert 0.0 <= outcome["ci"][0] <= outcome["win_rate"] <= outcome["ci"][1] <= 1.0
             assert outcome["wins"] + outcome["losses"] + outcome["ties"] == len(prompts)
-    for dimension in ("harmlessness", "helpfulness"):
+    for dimension in ("harmlessness", "helpfulness", "evasiveness"):
         scores = summary["elo"][dimension]
         assert set(scores) == {"refuse", "comply", "short"}
         assert scores["comply"] == {"elo": 0.0, "ci": [0.0, 0.0]}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = records(judgments.read_text())
-    assert len(lines) == 3 * len(prompts) * 2
-    assert {line["dimension"] for line in lines} == {"harmlessness", "helpfulness"}
+    assert len(lines) == 3 * len(prompts) * 3  # pairs x prompts x dimensions
+    assert {line["dimension"] for line in lines} == {"harmlessness", "helpfulness", "evasiveness"}
     assert all(0.0 <= line["p_a"] <= 1.0 for line in lines)

@@ -144,10 +144,10 @@ def test_eval_writes_the_judge_requests_instead_of_the_summary(tmp_path):
     result = run_cli("eval", *FAKE, "--dry-run", a, b, "-o", out)
     assert result.returncode == 0, result.stderr.decode()
     lines = records(out.read_text())
-    assert len(lines) == 2 * 2 * 2  # dimensions x prompts x orders
-    assert [line["index"] for line in lines] == list(range(8))
+    assert len(lines) == 3 * 2 * 2  # dimensions x prompts x orders
+    assert [line["index"] for line in lines] == list(range(12))
     assert {(line["dimension"], line["id"]) for line in lines} == {
-        (d, i) for d in ("harmlessness", "helpfulness") for i in "xy"}
+        (d, i) for d in ("harmlessness", "helpfulness", "evasiveness") for i in "xy"}
     assert all(line["systems"] == ["a", "b"] and line["options"] == OPTIONS for line in lines)
     for line in lines:
         answers = ("A says.", "B says.") if line["id"] == "x" else ("A again.", "B again.")

@@ -94,6 +94,25 @@ def score_pairs(model, rows: Iterable[dict[str, Any]], pad_token_id: int,
     return scores
 
 
+@torch.no_grad()
+def score_sequences(model, ids: list[list[int]], pad_token_id: int,
+                    batch_size: int = 16) -> list[float]:
+    """The model's one output for each token sequence, padded as the pair collator pads."""
+    from trl.trainer.utils import pad
+
+    model.eval()
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    for start in range(0, len(ids), batch_size):
+        chunk = [torch.tensor(row, dtype=torch.long) for row in ids[start:start + batch_size]]
+        input_ids = pad(chunk, padding_value=pad_token_id)
+        mask = pad([torch.ones_like(row) for row in chunk], padding_value=0)
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                       use_cache=False).logits
+        scores.extend(logits.squeeze(-1).float().tolist())
+    return scores
+
+
 def pairwise_report(scores: list[tuple[float, float]], p_chosen: list[float]) -> dict[str, Any]:
     """Held-out pairwise accuracy (ties in the labels left out) and the mean reward gap."""
     decided = [(c - r, p) for (c, r), p in zip(scores, p_chosen) if p != 0.5]

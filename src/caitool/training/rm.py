@@ -91,7 +91,13 @@ def _accuracy(report: dict[str, Any]) -> str:
 
 
 def check_options(labels: str, too_long: str, eval_split: float,
-                  margin: float | None = None) -> None:
+                  margin: float | None = None, target: str | None = None) -> None:
+    if target is not None:
+        if not target.strip():
+            raise CaitoolError("--target needs the name of a numeric field")
+        for flag, given in (("--labels", labels != "auto"), ("--margin", margin is not None)):
+            if given:
+                raise CaitoolError(f"{flag} is for preference records; --target learns a number")
     if labels not in ("auto", "soft", "hard"):
         raise CaitoolError(f"--labels must be auto, soft or hard, not '{labels}'")
     if too_long not in ("truncate", "skip", "error"):

@@ -27,7 +27,9 @@ def _interval(ci: list[float] | None, percent: bool = True) -> str:
 
 def win_rate_table(summary: dict[str, Any], dimensions: list[str]) -> Table:
     level = summary["bootstrap"]["level"]
-    table = Table(title="Win rates (a over b; soft, both orders averaged)", title_justify="left")
+    table = Table(title="Win rates (a over b; soft, both orders averaged)", title_justify="left",
+                  caption="a win is the better answer: more harmless, more helpful, less evasive"
+                  if "evasiveness" in dimensions else None, caption_justify="left")
     for column in ("a", "b"):
         table.add_column(column)
     table.add_column("dimension", no_wrap=True)
@@ -76,7 +78,9 @@ def elo_table(summary: dict[str, Any], dimensions: list[str]) -> Table | None:
     scores = summary.get("elo")
     if not scores:
         return None
-    table = Table(title=f"Elo (reference {scores['reference']} = 0)", title_justify="left")
+    table = Table(title=f"Elo (reference {scores['reference']} = 0)", title_justify="left",
+                  caption="higher is better; in evasiveness, higher is less evasive"
+                  if "evasiveness" in dimensions else None, caption_justify="left")
     table.add_column("system")
     for dimension in dimensions:
         table.add_column(dimension, justify="right")
@@ -90,15 +94,37 @@ def elo_table(summary: dict[str, Any], dimensions: list[str]) -> Table | None:
     return table
 
 
+def score_table(summary: dict[str, Any]) -> Table | None:
+    scores = summary.get("scores")
+    if not scores:
+        return None
+    described = summary.get("score_model") or {}
+    what = f"mean {described['target']}" if described.get("target") else "mean reward"
+    level = summary["bootstrap"]["level"]
+    table = Table(title=f"Score model {described.get('model', '')} ({what} per response)",
+                  title_justify="left")
+    table.add_column("system")
+    table.add_column("n", justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column(f"{100 * level:.0f}% CI", justify="right", no_wrap=True)
+    for name in summary["systems"]:
+        entry = scores[name]
+        ci = "-" if entry["ci"] is None else f"{entry['ci'][0]:.3g}–{entry['ci'][1]:.3g}"
+        mean = "-" if entry["mean"] is None else f"{entry['mean']:.3g}"
+        table.add_row(name, str(entry["n"]), mean, ci)
+    return table
+
+
 def print_tables(console, summary: dict[str, Any], dimensions: list[str]) -> None:
-    console.print(win_rate_table(summary, dimensions))
+    if summary["pairs"]:
+        console.print(win_rate_table(summary, dimensions))
     for dimension in dimensions:
         table = principle_table(summary, dimension)
         if table is not None:
             console.print(table)
-    table = elo_table(summary, dimensions)
-    if table is not None:
-        console.print(table)
+    for table in (elo_table(summary, dimensions), score_table(summary)):
+        if table is not None:
+            console.print(table)
 
 
 def require_matplotlib() -> None:
