@@ -449,7 +449,28 @@ def score_cases() -> list[Case]:
 
 def cases() -> list[Case]:
     return (line_cases() + odd_file_cases() + stream_cases() + flag_cases() + other_cases()
-            + import_cases() + red_team_cases() + score_cases())
+            + import_cases() + red_team_cases() + score_cases() + direct_cases())
+
+
+def direct_cases() -> list[Case]:
+    """`revise --direct` (the paper's revisions without a critique): rounds it cannot take."""
+    pending = {"id": "d1", "prompt": "Q?", "initial_response": "A.", "response": "A.",
+               "revisions": [{"principle": "unkind", "critique": "C.", "revision": None}]}
+    bad_direct = {"id": "d2", "prompt": "Q?", "initial_response": "A.", "response": "B.",
+                  "revisions": [{"principle": "unkind", "critique": "C.", "revision": "B.",
+                                 "direct": True}]}
+    unmarked = {"id": "d3", "prompt": "Q?", "initial_response": "A.", "response": "B.",
+                "revisions": [{"principle": "unkind", "critique": None, "revision": "B."}]}
+    argv = ["revise", "--direct", *FAKE, "-c", MINI, "{in}"]
+    goods = b"".join(_lines("generate", 2))
+    return [
+        Case("revise-direct-pending-critique", argv, {"in.jsonl": goods + line(pending)},
+             where="in.jsonl:3: the last round's critique has no revision yet", kept=["g1", "g2"]),
+        Case("revise-direct-direct-round-with-critique", argv, {"in.jsonl": goods + line(bad_direct)},
+             where="in.jsonl:3:", kept=["g1", "g2"]),
+        Case("prefs-direct-round-without-mark", ["prefs", "{in}"], {"in.jsonl": line(unmarked)},
+             where="in.jsonl:1:", kept=[]),
+    ]
 
 
 # -- running and judging ---------------------------------------------------------------------

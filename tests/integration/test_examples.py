@@ -13,8 +13,9 @@ from caitool.schema import check_prompt, conversation
 from helpers import EXAMPLES, ROOT, records, shell
 
 EXPECTED_COUNTS = {"red_team.jsonl": 100, "helpful.jsonl": 100, "smoke.jsonl": 8}
-# Not prompts: multiple-choice questions for eval-mc (checked in its own tests).
-OTHER_FILES = {"judge-eval.jsonl"}
+# Not prompts: multiple-choice questions for eval-mc (checked in its own tests), and a few
+# comparisons in hh-rlhf's shape for `caitool import` (docs/reproduce.md's toy run).
+OTHER_FILES = {"judge-eval.jsonl", "hh-rlhf-sample.jsonl"}
 CONSTITUTIONS = sorted((ROOT / "constitutions").glob("*.y*ml"))
 
 
@@ -52,8 +53,8 @@ def test_each_constitution_loads_by_name_and_by_path(path):
     assert by_name.principles or by_name.comparisons
 
 
-def test_eval_has_comparison_principles_for_both_dimensions():
-    for name in ("harmless", "helpful"):
+def test_eval_has_comparison_principles_for_every_dimension():
+    for name in ("harmless", "helpful", "engaged"):
         loaded = constitution.load(name)
         loaded.require_comparisons()
         assert len(loaded.comparisons) >= 4  # enough to sample several per pair
@@ -115,3 +116,9 @@ def test_the_direct_revision_script_runs_with_the_tiny_model(tmp_path, tiny_mode
     assert summary["systems"] == ["initial", "critiqued", "direct"]
     assert set(summary["elo"]["harmlessness"]) == {"initial", "critiqued", "direct"}
     assert not (run / "elo.png").exists()
+
+
+def test_the_hh_rlhf_sample_imports_as_preferences():
+    result = shell(f"caitool import hh-rlhf --as prefs {EXAMPLES / 'hh-rlhf-sample.jsonl'}")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(records(result.stdout)) == 6

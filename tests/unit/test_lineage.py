@@ -101,3 +101,30 @@ def test_a_judge_above_chance_passes_quietly(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "at chance" not in result.stderr.decode()
     assert json.loads(result.stdout)["files"][0]["accuracy"] == 1.0
+
+
+def test_frontier_lines_go_through_snapshots_in_step_order():
+    from caitool.stages.evaluate import frontier
+
+    names = ["base", "sl-cai", "rl-cai@10", "rl-cai@2", "rl-cai", "dpo@5", "dpo"]
+    assert frontier.lines(names, "sl-cai") == {"rl-cai": ["sl-cai", "rl-cai@2", "rl-cai@10", "rl-cai"],
+                                               "dpo": ["sl-cai", "dpo@5", "dpo"]}
+    assert frontier.lines(["a", "b"], "a") == {}
+
+
+def test_eval_writes_the_frontier_and_refuses_an_unknown_start(tmp_path):
+    files = []
+    for name in ("base", "sl-cai", "rl-cai@1", "rl-cai"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Q{i}?", "response": f"{name} {i}."})
+                                + "\n" for i in range(3)))
+        files.append(str(path))
+    args = ["eval", "--backend", "fake", "-m", "fake", "--bootstrap", "0", *files,
+            "--names", "base,sl-cai,rl-cai@1,rl-cai"]
+    result = run_cli(*args, "--frontier-from", "sl-cai")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stdout)["frontier"]["rl-cai"]
+    assert [p["system"] for p in line] == ["sl-cai", "rl-cai@1", "rl-cai"]
+    assert all(isinstance(p["harmlessness"], float) for p in line)
+    wrong = run_cli(*args, "--frontier-from", "nobody")
+    assert wrong.returncode == 1 and "--frontier-from 'nobody' is not one of" in wrong.stderr.decode()

@@ -64,6 +64,11 @@ def command(
     plot: Annotated[Text, typer.Option(
         "--plot", help="Draw harmlessness Elo against helpfulness Elo into FILE.png "
                        "(needs caitool[plot]).")] = None,
+    frontier_from: Annotated[Text, typer.Option(
+        "--frontier-from", metavar="NAME",
+        help="Systems named METHOD@STEP are snapshots of a training run: each method's "
+             "'frontier' (in the summary and --plot) is a line from this system (e.g. "
+             "sl-cai) through its snapshots to METHOD.")] = None,
     output: Annotated[Text, typer.Option(
         "-o", "--output", help="Write the JSON summary to FILE instead of stdout.")] = None,
     judgments: Annotated[Text, typer.Option(
@@ -81,7 +86,7 @@ def command(
     """
     from caitool import constitution as constitutions
     from caitool.io.jsonl import RecordWriter, check_writable, write_text
-    from caitool.stages.evaluate import independence, reward_scoring, statistics, systems
+    from caitool.stages.evaluate import frontier, independence, reward_scoring, statistics, systems
     from caitool.stages.evaluate import report as evalreport
     from caitool.stages.judging import JudgeSettings, judge_format
 
@@ -116,6 +121,8 @@ def command(
             raise CaitoolError(f"--names needs {count} comma-separated names, one per system")
         if len(set(labels)) != len(labels):
             raise CaitoolError("--names must be unique")
+    if frontier_from is not None and frontier_from not in labels:
+        raise CaitoolError(f"--frontier-from '{frontier_from}' is not one of: {', '.join(labels)}")
     if reference is not None and reference not in labels:
         raise CaitoolError(f"--reference '{reference}' is not one of: {', '.join(labels)}")
     rules = {}
@@ -167,6 +174,9 @@ def command(
             {name: list(by_id.values()) for name, by_id in values.items()}, samples=bootstrap,
             seed=seed, target=summary["score_model"].get("target"))
     summary["files"] = {system.name: system.path for system in loaded}
+    lines = frontier.summarize(summary, frontier_from)
+    if lines:
+        summary["frontier"] = lines
     if judge is not None:
         # Who labelled each system's training data: a judge grading its own labels is marked.
         summary["independence"] = independence.check(loaded, model.require_model(), bool(revisions))

@@ -179,7 +179,7 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
                     f"{name}: {_accuracy(r)}" for name, r in report["heldout_by_file"].items()))
         elif not held_rows:
             console.warn(command, "no held-out pairs, so no held-out accuracy (see --eval-split)")
-        return {"inputs": asked.inputs, "format": fmt, "pairs": len(train_rows),
+        return {"inputs": asked.inputs, **data.lineage(sources), "format": fmt, "pairs": len(train_rows),
                 "by_file": counts, "labels": "soft" if soft else "hard", **report,
                 **fit.last_values(metrics, "train_loss")}
 

@@ -208,7 +208,7 @@ def train(command: str, arguments: list[str], flags: Any, target: str, eval_spli
             console.info(command, f"held-out error: {_error(report)}")
         elif not held_rows:
             console.warn(command, "no held-out examples, so no held-out error (see --eval-split)")
-        return {"inputs": asked.inputs, "format": fmt, "objective": "regression",
+        return {"inputs": asked.inputs, **data.lineage(sources), "format": fmt, "objective": "regression",
                 "target": target, "normalization": scale, "examples": len(train_rows),
                 "by_file": counts, **report, **fit.last_values(metrics, "train_loss")}
 

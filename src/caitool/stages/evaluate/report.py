@@ -157,6 +157,10 @@ def plot(summary: dict[str, Any], path: str) -> None:
             yerr = [[y - harmless["ci"][0]], [harmless["ci"][1] - y]]
         axes.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="o", capsize=3, label=name)
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(6, 6))
+    # The frontier over training: one line per method through its snapshots (the paper's Fig. 2).
+    for method, points in (summary.get("frontier") or {}).items():
+        axes.plot([p["helpfulness"] for p in points], [p["harmlessness"] for p in points], "-",
+                  linewidth=1.2, alpha=0.7, label=f"{method} over training")
     # Keep a readable scale when the systems are (nearly) level.
     for name, limits in (("x", axes.get_xlim()), ("y", axes.get_ylim())):
         low, high = min(limits[0], -50.0), max(limits[1], 50.0)
