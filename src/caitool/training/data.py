@@ -60,6 +60,43 @@ def read_records(command: str, paths: list[str], validate: Callable[[Record], st
             for record in source.records]
 
 
+@dataclass
+class Split:
+    """The training files' examples and the held-out ones, each grouped by file."""
+
+    sources: list[Source]
+    groups: list[list[Any]]
+    held: list[list[Any]]
+    held_names: list[str]
+    separate: bool              # held out from files of their own (--eval-file)
+
+    def counts(self, kept: list[int], held: list[int], what: str, held_what: str
+               ) -> dict[str, dict[str, Any]]:
+        """The by-file table: each file's training count, and its held-out count (a held-out
+        file's under its own name)."""
+        counts = by_file([source.name for source in self.sources], **{what: kept},
+                         **({} if self.separate else {held_what: held}))
+        if self.separate:
+            for name, row in by_file(self.held_names, **{held_what: held}).items():
+                counts.setdefault(name, {}).update(row)
+        return counts
+
+
+def read_split(command: str, inputs: list[str], eval_inputs: list[str] | None,
+               validate: Callable[[Record], str | None], example: Callable[[Record], Any],
+               skip_invalid: bool, fraction: float, seed: int) -> Split:
+    """Examples read from ``inputs``, with a held-out share of each file's prompts, or the
+    examples of ``eval_inputs`` held out, each file measured on its own."""
+    sources = read_sources(command, inputs, validate, skip_invalid)
+    groups = [[example(r) for r in source.records] for source in sources]
+    if eval_inputs:
+        held_sources = read_sources(command, eval_inputs, validate, skip_invalid)
+        held = [[example(r) for r in source.records] for source in held_sources]
+        return Split(sources, groups, held, [s.name for s in held_sources], True)
+    groups, held = split_heldout_groups(groups, fraction, seed)
+    return Split(sources, groups, held, [s.name for s in sources], False)
+
+
 def lineage(sources: list[Source]) -> dict[str, Any]:
     """The summary file's ``data``: per input file, the provenance its records carry (which
     models wrote and labelled them), so that ``caitool eval`` can follow a model's chain."""

@@ -114,17 +114,9 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
     args.check_knobs(flags)
     check_options(labels, too_long, eval_split, margin)
     asked = args.request(config_class, flags, arguments, OWNED)
-    sources = data.read_sources(command, asked.inputs, check_preference, flags.skip_invalid)
-    groups = [[preference_example(r) for r in source.records] for source in sources]
-    if eval_inputs:
-        # A held-out file is measured on its own, as each input file's share is otherwise.
-        held_sources = data.read_sources(command, eval_inputs, check_preference,
-                                         flags.skip_invalid)
-        held = [[preference_example(r) for r in source.records] for source in held_sources]
-        held_names = [source.name for source in held_sources]
-    else:
-        groups, held = data.split_heldout_groups(groups, eval_split, flags.seed or 42)
-        held_names = [source.name for source in sources]
+    split = data.read_split(command, asked.inputs, eval_inputs, check_preference,
+                            preference_example, flags.skip_invalid, eval_split, flags.seed or 42)
+    sources, groups, held = split.sources, split.groups, split.held
     soft = labels == "soft" or (labels == "auto" and any(ex.p_chosen is not None
                                                          for examples in groups for ex in examples))
     if not soft:
@@ -141,13 +133,8 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
     held_rows = [row for rows in held_groups for row in rows]
     if not train_rows:
         raise CaitoolError("no pairs left to train on")
-    counts = data.by_file([source.name for source in sources],
-                          pairs=[len(rows) for rows in train_groups],
-                          **({} if eval_inputs else {"heldout_pairs": [len(r) for r in held_groups]}))
-    if eval_inputs:
-        for name, held_counts in data.by_file(
-                held_names, heldout_pairs=[len(r) for r in held_groups]).items():
-            counts.setdefault(name, {}).update(held_counts)
+    counts = split.counts([len(rows) for rows in train_groups], [len(r) for r in held_groups],
+                          "pairs", "heldout_pairs")
     console.info(command, f"{len(train_rows)} training pairs, {len(held_rows)} held out "
                           f"({'soft' if soft else 'hard'} labels, {fmt} format)"
                           + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
@@ -171,7 +158,7 @@ def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
         if held_rows and trainer.accelerator.is_main_process:
             scores = score_pairs(model, held_rows, tokenizer.pad_token_id,
                                  batch_size=settings.args.per_device_eval_batch_size)
-            report = heldout_reports(scores, held_groups, held_names)
+            report = heldout_reports(scores, held_groups, split.held_names)
             metrics.write({"command": command, "step": trainer.state.global_step, **report})
             console.info(command, f"held-out pairwise accuracy: {_accuracy(report)}")
             if len(held_groups) > 1:

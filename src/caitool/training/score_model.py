@@ -136,15 +136,10 @@ def train(command: str, arguments: list[str], flags: Any, target: str, eval_spli
     rm.check_options("auto", too_long, eval_split, target=target)
     asked = args.request(config_class, flags, arguments, OWNED)
     check = check_scored(target)
-    sources = data.read_sources(command, asked.inputs, check, flags.skip_invalid)
-    groups = [[scored_example(r, target) for r in source.records] for source in sources]
-    if eval_inputs:
-        held_sources = data.read_sources(command, eval_inputs, check, flags.skip_invalid)
-        held = [[scored_example(r, target) for r in source.records] for source in held_sources]
-        held_names = [source.name for source in held_sources]
-    else:
-        groups, held = data.split_heldout_groups(groups, eval_split, flags.seed or 42)
-        held_names = [source.name for source in sources]
+    split = data.read_split(command, asked.inputs, eval_inputs, check,
+                            lambda record: scored_example(record, target), flags.skip_invalid,
+                            eval_split, flags.seed or 42)
+    sources, groups, held = split.sources, split.groups, split.held
     scale = standardise([ex for examples in groups for ex in examples])
     if not scale["std"] > 0:
         raise CaitoolError(f"every training example has {target} = {scale['mean']:g}: "
@@ -161,13 +156,8 @@ def train(command: str, arguments: list[str], flags: Any, target: str, eval_spli
     held_rows = [row for rows in held_groups for row in rows]
     if not train_rows:
         raise CaitoolError("no examples left to train on")
-    counts = data.by_file([source.name for source in sources],
-                          examples=[len(rows) for rows in train_groups],
-                          **({} if eval_inputs else {"heldout": [len(r) for r in held_groups]}))
-    if eval_inputs:
-        for name, held_counts in data.by_file(held_names,
-                                              heldout=[len(r) for r in held_groups]).items():
-            counts.setdefault(name, {}).update(held_counts)
+    counts = split.counts([len(rows) for rows in train_groups], [len(r) for r in held_groups],
+                          "examples", "heldout")
     console.info(command, f"{len(train_rows)} training examples, {len(held_rows)} held out "
                           f"(target {target}: mean {scale['mean']:.3g}, std {scale['std']:.3g}; "
                           f"{fmt} format)"
@@ -203,7 +193,7 @@ def train(command: str, arguments: list[str], flags: Any, target: str, eval_spli
             if len(held_groups) > 1:
                 report["heldout_by_file"] = {
                     name: held_out(model, rows) if rows else error_report([], [], 0.0)
-                    for name, rows in zip(data.by_file(held_names), held_groups)}
+                    for name, rows in zip(data.by_file(split.held_names), held_groups)}
             metrics.write({"command": command, "step": trainer.state.global_step, **report})
             console.info(command, f"held-out error: {_error(report)}")
         elif not held_rows:

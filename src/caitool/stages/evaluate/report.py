@@ -101,11 +101,11 @@ def score_table(summary: dict[str, Any]) -> Table | None:
     described = summary.get("score_model") or {}
     what = f"mean {described['target']}" if described.get("target") else "mean reward"
     level = summary["bootstrap"]["level"]
-    table = Table(title=f"Score model {described.get('model', '')} ({what} per response)",
-                  title_justify="left")
+    # The model's path is on the line before the table: a title is cut at the table's width.
+    table = Table(title="Score model, per response", title_justify="left")
     table.add_column("system")
     table.add_column("n", justify="right")
-    table.add_column("mean", justify="right")
+    table.add_column(what, justify="right")
     table.add_column(f"{100 * level:.0f}% CI", justify="right", no_wrap=True)
     for name in summary["systems"]:
         entry = scores[name]
