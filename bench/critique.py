@@ -67,15 +67,19 @@ def watch_prefix(backend) -> list[float]:
 
 
 def _load(model_dir: Path, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from caitool.backends.hf import HFBackend, decode
+    from caitool.backends.hf import HFBackend, decode, precision
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    # The dtype the hf backend generates in here, so that the two paths do the same arithmetic.
+    dtype = precision.generation_dtype(device, AutoConfig.from_pretrained(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    model = model.to(device).eval()
     return tokenizer, model, HFBackend(str(model_dir)).render, decode.end_token_ids(model, tokenizer)
 
 

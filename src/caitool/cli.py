@@ -1,8 +1,9 @@
 """The ``caitool`` entry point: one sub-command per module in :mod:`caitool.commands`.
 
 A command module defines ``NAME`` and either ``command`` (a function; its docstring is the
-help, ``EXAMPLE`` is shown under it) or ``app`` (a typer app with sub-commands); optionally
-``CONTEXT_SETTINGS`` for click.
+help, ``EXAMPLE`` is shown under it) or ``app`` (a typer app with sub-commands). A function
+may carry ``command_class`` and ``context_settings`` for typer (the training commands do, see
+commands/_training.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import importlib
 import io
 import logging
-import math
 import os
 import pkgutil
 import signal
@@ -18,18 +18,31 @@ import sys
 import textwrap
 
 import typer
-
-# typer vendors click (pinned in pyproject); its classes are not click's own
-from typer._click import core as click_core
-from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
 
 from caitool import __version__, commands, console
+from caitool.commands._flags import Command, NoTypeForHelp, conventional
 from caitool.errors import CaitoolError
 from caitool.io.jsonl import STDIN_CLOSED
 from caitool.io.output import STDOUT_CLOSED
 
 HELP_OPTIONS = ["-h", "--help"]
+
+
+class _Group(NoTypeForHelp, TyperGroup):
+    def main(self, args=None, prog_name=None, **extra):
+        """Run a command, with caitool's, click's and typer's errors as one line on stderr and
+        an exit status, whoever runs it: :func:`main`, or a test through typer's CliRunner."""
+        argv = list(sys.argv[1:] if args is None else args)
+        name = _command_name(argv)
+        _show_library_warnings(name.removeprefix("caitool").strip())
+        console.quiet_libraries(name.removeprefix("caitool").strip())
+        _run(lambda: super(_Group, self).main(args=argv, prog_name=prog_name or "caitool",
+                                              **{**extra, "standalone_mode": False}), name)
+
+
 app = typer.Typer(
+    cls=_Group,
     name="caitool",
     help="Constitutional AI (Bai et al., 2022) as composable Unix commands: JSONL in, JSONL out.",
     no_args_is_help=True,
@@ -48,7 +61,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="",
                                  help="Print the version and exit."),
 ) -> None:
     pass
@@ -67,9 +80,10 @@ def _register() -> None:
         if hasattr(module, "app"):
             app.add_typer(module.app, name=module.NAME, epilog=epilog)
         else:
-            # Training commands take TRL's own config fields as flags beyond their own.
             app.command(module.NAME, epilog=epilog, no_args_is_help=False,
-                        context_settings=getattr(module, "CONTEXT_SETTINGS", None))(module.command)
+                        cls=getattr(module.command, "command_class", Command),
+                        context_settings=getattr(module.command, "context_settings", None),
+                        )(conventional(module.command))
 
 
 _register()
@@ -80,44 +94,19 @@ def _command_name(argv: list[str]) -> str:
     return f"caitool {names[0]}" if names else "caitool"
 
 
-def _flags_without_type(command) -> None:
-    """A boolean flag takes no value: show it as ``--resume``, not ``--resume <bool>``."""
-    context = click_core.Context(command, help_option_names=HELP_OPTIONS)
-    for param in [*command.params, command.get_help_option(context)]:
-        if getattr(param, "is_flag", False):
-            param.metavar = ""
-    for sub in getattr(command, "commands", {}).values():
-        _flags_without_type(sub)
+def _click_error(name: str) -> type[Exception]:
+    """click's exception class ``name`` as typer raises it: recent typer releases carry a
+    copy of click of their own, older ones use click itself. ``typer.BadParameter``, which
+    typer exports, derives from both classes wanted here, in either."""
+    return next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
 
 
-def _finite(check):
-    """A parameter callback that refuses nan and inf (which every float flag parses) before
-    ``check``: no caitool number means anything at either."""
-
-    def callback(ctx, param, value):
-        given = value if isinstance(value, (list, tuple)) else [value]
-        for item in given:
-            if isinstance(item, float) and not math.isfinite(item):
-                raise click_errors.BadParameter(f"{item} is not a finite number", ctx, param)
-        return check(ctx, param, value) if check else value
-
-    return callback
-
-
-def _finite_numbers(command) -> None:
-    for param in command.params:
-        if not getattr(param, "is_flag", False):
-            param.callback = _finite(param.callback)
-    for sub in getattr(command, "commands", {}).values():
-        _finite_numbers(sub)
+UsageError, ClickException = _click_error("UsageError"), _click_error("ClickException")
 
 
 def build_command():
-    """The click command behind the typer app, with caitool's help conventions."""
-    command = typer.main.get_command(app)
-    _flags_without_type(command)
-    _finite_numbers(command)
-    return command
+    """The click command behind the typer app."""
+    return typer.main.get_command(app)
 
 
 class _ClosedStream:
@@ -194,23 +183,20 @@ def main(argv: list[str] | None = None) -> None:
     # Die quietly when the reader of a pipe goes away (`caitool ... | head`).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:] if argv is None else argv
-    name = _command_name(argv)
-    _show_library_warnings(name.removeprefix("caitool").strip())
     try:
         sigterm = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
         sigterm = None
     try:
-        _run(argv, name)
+        build_command().main(args=sys.argv[1:] if argv is None else argv, prog_name="caitool")
     finally:
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
 
 
-def _run(argv: list[str], name: str) -> None:
+def _run(invoke, name: str) -> None:
     try:
-        code = build_command().main(args=argv, prog_name="caitool", standalone_mode=False)
+        code = invoke()
         # Outside standalone mode typer returns exit codes instead of exiting; Ctrl-C
         # comes back as 130.
         if code == 130:
@@ -219,12 +205,12 @@ def _run(argv: list[str], name: str) -> None:
             sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click_errors.UsageError as exc:
+    except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else name
         if exc.format_message():  # empty when help was shown for a bare command
             print(f"{where}: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click_errors.ClickException as exc:
+    except ClickException as exc:
         print(f"{name}: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except CaitoolError as exc:

@@ -30,6 +30,40 @@ def warn(command: str, message: str) -> None:
     stderr.print(f"{_prefix(command)}: warning: {message}", markup=False, soft_wrap=True)
 
 
+VERBOSE_ENV = "CAITOOL_VERBOSE"
+
+
+def verbose() -> bool:
+    """Whether the libraries' own logs and deprecation notices are wanted (CAITOOL_VERBOSE=1)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def quiet_libraries(command: str) -> None:
+    """Keep stderr to caitool's own messages: the libraries' deprecation notices and info
+    logs say nothing a user of caitool can act on, and arrive mid-run. What does matter
+    caitool says itself; a library warning of another kind is shown as the command's, in
+    one line. Set before any library is imported, so nothing heavy is loaded here."""
+    if verbose():
+        return
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = (str(message).strip().splitlines() or [category.__name__])[0]
+        warn(command, text)
+
+    warnings.showwarning = show
+    # Loggers with no handler of their own (TRL's, peft's) would reach stderr through
+    # logging's last resort, unprefixed.
+    root = logging.getLogger()
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())
+
+
 class WarningHandler(logging.Handler):
     """Shows warnings that library code logs (backends know no command name) as the running
     command's own: ``caitool <command>: warning: ...``."""

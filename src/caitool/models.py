@@ -238,11 +238,18 @@ def converted(source: Path) -> Path:
     if is_complete(final):
         log.info("using %s (converted from %s)", final, source)
         return final
-    root.mkdir(parents=True, exist_ok=True)
     # The stages of a pipe start at once: one converts while the others wait for its result.
     locks = cache_dir() / "locks"
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"gguf-{key}.lock", "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        locks.mkdir(exist_ok=True)
+        lock = open(locks / f"gguf-{key}.lock", "w")  # noqa: SIM115 - held below
+    except OSError as exc:
+        where = "CAITOOL_CACHE " if os.environ.get("CAITOOL_CACHE") else "the cache "
+        raise CaitoolError(f"{where}{cache_dir()}: cannot keep the converted model of {source} "
+                           f"there ({exc.strerror or _first_line(exc)}); set CAITOOL_CACHE to a "
+                           "writable directory") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _convert_locked(source, key, root, final)
 
@@ -314,10 +321,14 @@ def convert(source: Path, out: Path) -> None:
     except (OSError, ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
         # An architecture or quantisation type transformers cannot read from GGUF.
         raise CaitoolError(f"cannot convert GGUF file '{source}': {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a cut-off file fails deep in the reader (struct.error)
+        raise CaitoolError(f"cannot convert GGUF file '{source}': it is damaged or cut off "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bar is not None:
             gguf_utils.tqdm = bar
+    _check_converted(model, tokenizer, source)
     # The weights are float32 now: a config still naming the GGUF quantisation would make
     # save_pretrained refuse, and every later load try to de-quantise again.
     if hasattr(model.config, "quantization_config"):
@@ -329,6 +340,27 @@ def convert(source: Path, out: Path) -> None:
     except OSError as exc:
         raise CaitoolError(f"cannot write the converted model to {out.parent}: "
                            f"{_first_line(exc)} (set CAITOOL_CACHE to a roomier place)") from None
+
+
+def _check_converted(model, tokenizer, source: Path) -> None:
+    """A damaged GGUF file can convert without an error into weights that hold NaN or
+    infinities; cached, it would fail every later run far from its cause. So the weights
+    and one short forward pass are checked before the conversion is kept."""
+    import torch
+
+    damaged = next((name for name, tensor in model.state_dict().items()
+                    if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if damaged is None:
+        with torch.no_grad():
+            ids = tokenizer("Hello", return_tensors="pt").input_ids
+            if ids.numel() == 0:
+                ids = torch.zeros((1, 1), dtype=torch.long)
+            logits = model(input_ids=ids[:, :8]).logits
+        if not torch.isfinite(logits).all():
+            damaged = "the output of a test forward pass"
+    if damaged is not None:
+        raise CaitoolError(f"GGUF file '{source}' is damaged: {damaged} holds NaN or infinite "
+                           "values after conversion (nothing cached; fetch the file again)")
 
 
 def _first_line(exc: BaseException) -> str:

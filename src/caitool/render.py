@@ -15,7 +15,7 @@ token ids a model sees, for the in-process backends and for training alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from caitool.constitution import (
@@ -51,6 +51,8 @@ class Prompt:
     messages: tuple[tuple[str, str], ...] | None = None
     text: str | None = None
     assistant_prefix: str = ""
+    # (id, step) the request serves, for a dry run's lines; backends ignore it.
+    serves: tuple[str, str] | None = field(default=None, compare=False)
 
     @classmethod
     def chat(cls, messages: Messages, assistant_prefix: str = "") -> Prompt:
@@ -60,6 +62,10 @@ class Prompt:
     @classmethod
     def raw(cls, text: str) -> Prompt:
         return cls(text=text)
+
+    def serving(self, owner: str, step: str) -> Prompt:
+        """The same request, tagged with what it serves (see ``serves``)."""
+        return replace(self, serves=(owner, step))
 
     def with_suffix(self, suffix: str) -> Prompt:
         """The same request with ``suffix`` written after its end (an option to score)."""
@@ -130,14 +136,10 @@ def split_options(prompt_ids: Sequence[int], joined: Sequence[Sequence[int]]
     differently (a SentencePiece tokenizer adds a prefix space to a text's start) or join the
     prompt's last characters with the option's first. The context is what the prompt's ids and
     every joined text share; the rest of each joined text is the option's."""
-    cut = len(prompt_ids)
-    for ids in joined:
-        same = 0
-        for a, b in zip(prompt_ids, ids):
-            if a != b:
-                break
-            same += 1
-        cut = min(cut, same)
+    def shared(ids: Sequence[int]) -> int:
+        return next((k for k, (a, b) in enumerate(zip(prompt_ids, ids)) if a != b), min(len(prompt_ids), len(ids)))
+
+    cut = min([len(prompt_ids), *map(shared, joined)])
     context = list(prompt_ids[:cut])
     tails = [list(ids[cut:]) for ids in joined]
     if any(not tail for tail in tails):
@@ -362,10 +364,8 @@ def preference_row(messages: Messages, chosen: str, rejected: str, fmt: Format) 
 
 
 def policy_prompt_ids(tokenizer: Any, messages: Messages, fmt: Format) -> list[int]:
-    """The token ids a policy is given before it answers (as ``caitool generate`` builds
-    them)."""
-    prompt, _ = response_prompt(messages, fmt)
-    return prompt_ids(tokenizer, prompt)
+    """The token ids a policy is given before it answers (as ``caitool generate`` builds them)."""
+    return prompt_ids(tokenizer, response_prompt(messages, fmt)[0])
 
 
 def reply_ids(tokenizer: Any, text: str, fmt: Format) -> list[int]:

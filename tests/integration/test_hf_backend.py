@@ -385,3 +385,24 @@ def test_each_few_shot_block_in_use_keeps_its_own_prefix(backend):
     # Rows that share only the head start from it.
     mixed = [batch("a")[0], batch("b")[0]]
     assert cache.lookup(mixed).ids == head
+
+
+def test_auto_dtype_generates_in_bfloat16_and_scores_in_float32(tiny_model, monkeypatch):
+    """Where --dtype auto picks bfloat16 for generation, scoring runs a float32 copy and
+    gives the float32 backend's scores exactly; generation runs the bfloat16 model."""
+    import torch
+
+    from caitool.backends.hf import precision
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(precision, "MIN_BF16_HIDDEN_SIZE", 1)
+    mixed = HFBackend(str(tiny_model), device="cpu")
+    plain = HFBackend(str(tiny_model), device="cpu", dtype="float32")
+    prompts = [Prompt.raw(f"Human: {ask}\n\nAssistant: The better answer is") for ask in ASKS[:3]]
+    options = [[" (A)", " (B)"]] * len(prompts)
+    assert [s.logprobs for s in mixed.score(prompts, options)] == \
+        [s.logprobs for s in plain.score(prompts, options)]
+    assert mixed.scoring_model.dtype == torch.float32 and list(mixed._loaded) == ["float32"]
+    texts = mixed.generate(prompts, GREEDY)
+    assert len(texts) == len(prompts) and all(len(t) == 1 for t in texts)
+    assert mixed.hf_model.dtype == torch.bfloat16 and sorted(mixed._loaded) == ["bfloat16", "float32"]

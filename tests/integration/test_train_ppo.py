@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from helpers import caitool
+from helpers import NEEDS_PPO, caitool, run_cli
 from train_helpers import PROMPTS, build_chain, chain_dir, generate, metrics, series, write
 
 
@@ -21,6 +21,7 @@ def mean(values):
     return sum(values) / len(values)
 
 
+@NEEDS_PPO
 def test_ppo_raises_the_reward(chain, tmp_path):
     # The SFT policy says "kind" or "toxic" about equally; the reward model prefers "kind".
     # Two prompt files (as red-team and helpfulness prompts), mixed in every rollout batch.
@@ -53,6 +54,7 @@ def test_ppo_raises_the_reward(chain, tmp_path):
     assert sum("kind" in t for t in texts) > sum("toxic" in t for t in texts), texts
 
 
+@NEEDS_PPO
 def test_different_tokenizers_are_refused(tmp_path, tiny_model):
     from caitool.testing.tiny import build
 
@@ -69,6 +71,7 @@ def test_different_tokenizers_are_refused(tmp_path, tiny_model):
     assert result.returncode != 0 and "is not a reward model" in result.stderr.decode()
 
 
+@NEEDS_PPO
 def test_unended_responses_are_penalised_checkpoint_and_resume(chain, tmp_path):
     prompts = write(tmp_path / "prompts.jsonl", [{"prompt": p} for p in PROMPTS])
     out = tmp_path / "ppo"
@@ -94,3 +97,21 @@ def test_unended_responses_are_penalised_checkpoint_and_resume(chain, tmp_path):
     assert [line["step"] for line in metrics(resumed.stdout) if "objective/kl" in line] == [3]
     assert "resuming from" in resumed.stderr.decode()
     assert (out / "checkpoints" / "checkpoint-3").is_dir()
+
+
+@pytest.mark.parametrize("flags", [["--help-trl"], ["-r", "rm", "-o", "out"]])
+def test_without_ppo_in_trl_train_ppo_stops_in_one_line(flags, tmp_path, monkeypatch):
+    # As TRL 1.13 and later are: no trl.experimental.ppo to import.
+    import sys
+    from importlib.metadata import version
+
+    monkeypatch.setitem(sys.modules, "trl.experimental.ppo", None)
+    monkeypatch.chdir(tmp_path)
+    prompts = write(tmp_path / "p.jsonl", [{"prompt": "hi"}] * 4)
+    result = run_cli("train-ppo", prompts, "-m", "policy", *flags)
+    err = result.stderr.decode()
+    assert result.returncode == 1 and result.stdout == b""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"PPO is not in the installed trl {version('trl')} (TRL 1.13 removed it; trl 1.12 " \
+           "is the last release with it" in err
+    assert not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from helpers import ROOT
+from helpers import NEEDS_PPO, ROOT
 
 
 def make(*args: str, dry: bool = False) -> subprocess.CompletedProcess:
@@ -47,6 +47,7 @@ def check_the_conversation_is_kept(run):
 
 
 @pytest.mark.slow
+@NEEDS_PPO  # make smoke's RL stage is PPO
 def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     run = tmp_path / "smoke"
     result = make("smoke", f"SMOKE_RUN={run}")
@@ -63,6 +64,7 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     prefs = [json.loads(line) for line in (run / "prefs.jsonl").read_text().splitlines()]
     assert prefs and all(0.5 <= p["p_chosen"] <= 1 for p in prefs)
     check_the_conversation_is_kept(run)
+    check_the_report(run, tmp_path)
 
     # The RL stage sees helpfulness as well as harmlessness, about 3 prompts to 2 (6 and 4
     # here, from HELPFUL_SHARE): helpfulness pairs judged under the helpful constitution ...
@@ -132,6 +134,36 @@ def test_make_smoke_runs_every_stage_and_reruns_only_what_changed(tmp_path):
     marks = json.loads((run / "eval.json").read_text())["independence"]["systems"]
     assert "people (hh-rlhf)" in marks["rl-cai"]["labelled_by"]
     assert marks["rl-cai"]["evaluator_labelled_training_data"]  # the judge labelled the rest
+
+
+def check_the_report(run, tmp_path):
+    """make smoke writes report.html last: every section there, with the numbers that
+    eval.json, judge-accuracy.json and the metrics files hold; then opened in a browser."""
+    from report_checks import CHROMIUM, SECTIONS, check_rendered, percent, section_ids
+
+    page = (run / "report.html").read_text()
+    assert section_ids(page) == list(SECTIONS)
+    summary = json.loads((run / "eval.json").read_text())
+    for pair in summary["pairs"]:
+        assert percent(pair["harmlessness"]["win_rate"]) in page
+    for dimension in ("harmlessness", "helpfulness"):
+        for system in summary["systems"]:
+            assert f"{summary['elo'][dimension][system]['elo']:.1f} " in page
+    accuracy = json.loads((run / "judge-accuracy.json").read_text())["files"][0]
+    assert percent(accuracy["accuracy"]) in page and percent(accuracy["chance"]) in page
+    assert "Expected calibration error" in page  # from judge-rows.jsonl
+    rm = [json.loads(x) for x in (run / "rm-metrics.jsonl").read_text().splitlines()]
+    heldout = [x for x in rm if "heldout_by_file" in x][-1]
+    assert len(heldout["heldout_scores"]) == heldout["heldout_pairs"]
+    for report in heldout["heldout_by_file"].values():
+        assert f"{report['heldout_mean_margin']:.3f}" in page
+    ppo = [json.loads(x) for x in (run / "ppo-metrics.jsonl").read_text().splitlines()]
+    last = [x for x in ppo if "objective/scores" in x][-1]
+    assert f"{last['objective/scores']:.3f}" in page
+    round2 = [json.loads(x) for x in (run / "round2.jsonl").read_text().splitlines()]
+    assert f"{len(round2):,} records in <code>round2.jsonl</code>" in page
+    if CHROMIUM:
+        check_rendered(run / "report.html", tmp_path)
 
 
 def check_human_helpfulness_labels(run, tmp_path):

@@ -191,9 +191,8 @@ def test_lines_are_what_the_backend_would_be_asked(monkeypatch):
     fake = FakeBackend("fake")
     supervised.critique(supervised.Sampler(fake, params), rules, [dict(r) for r in rows])
     recorder = dry_run.create("fake", "fake")
-    sampler = supervised.Sampler(recorder, params)
-    step = dry_run.wrap(recorder, lambda batch: supervised.critique(sampler, rules, batch), ("critique",))
-    lines = step([dict(r) for r in rows]).records
+    supervised.critique(supervised.Sampler(recorder, params), rules, [dict(r) for r in rows])
+    lines = recorder.lines()
     [call] = fake.calls
     assert [line["messages"] for line in lines] == [p.message_dicts() for p in call.prompts]
     assert all(line["stop"] == call.params.stop for line in lines)
@@ -204,33 +203,30 @@ def test_lines_are_what_the_backend_would_be_asked(monkeypatch):
     settings = JudgeSettings(principles=2)
     compare(fake, rules, [dict(PAIRS[0])], settings, LabelOptions())
     recorder = dry_run.create("fake", "fake")
-    lines = recorder.lines(lambda: compare(recorder, rules, [dict(PAIRS[0])], settings, LabelOptions()), [])
+    compare(recorder, rules, [dict(PAIRS[0])], settings, LabelOptions())
+    lines = recorder.lines()
     [call] = fake.calls
     assert [line["messages"] for line in lines] == [p.message_dicts() for p in call.prompts]
     assert [line["options"] for line in lines] == call.options
 
 
-def test_ids_follow_identical_prompts_in_order_and_steps_count_from_the_last_call():
+def test_each_line_names_the_id_and_step_its_request_serves_in_one_pass():
     recorder = dry_run.create("fake", "fake")
     same = Prompt.chat([{"role": "user", "content": "Same?"}])
-    other = Prompt.chat([{"role": "user", "content": "Other."}])
     params = SamplingParams()
-
-    def whole():
-        recorder.generate([same, other], params)
-        recorder.generate([same, same], params)
-
-    units = [("u1", lambda: recorder.generate([same], params)),
-             ("u2", lambda: recorder.generate([other, same], params)),
-             ("u3", lambda: recorder.generate([same], params))]
-    lines = recorder.lines(whole, units, steps=("response", "critique"))
-    assert [(line["id"], line["step"]) for line in lines] == [
-        ("u1", "response"), ("u2", "response"), ("u2", "critique"), ("u3", "critique")]
+    recorder.generate([same.serving("u1", "response"), same.serving("u2", "response")], params)
+    recorder.generate([same.serving("u2", "critique")], params)
+    lines = recorder.lines(dimension="d")
+    assert [(line["id"], line["step"], line["index"], line["dimension"]) for line in lines] == [
+        ("u1", "response", 0, "d"), ("u2", "response", 1, "d"), ("u2", "critique", 2, "d")]
+    recorder.generate([same.serving("u3", "critique")], params)
+    [line] = recorder.lines()
+    assert (line["id"], line["step"], line["index"]) == ("u3", "critique", 3)
     assert recorder.requests == []
 
 
-def test_requests_outside_a_wrapped_step_are_refused():
-    """A command that takes the flag but does not wrap its steps must not write the
+def test_requests_that_serve_nothing_are_refused():
+    """A step not written for dry runs (its requests carry no tag) must not write the
     placeholders as if they were the model's output."""
     recorder = dry_run.create("fake", "fake")
     prompt = Prompt.chat([{"role": "user", "content": "Hi"}])

@@ -133,3 +133,51 @@ def test_a_second_run_on_a_locked_output_fails_at_once_naming_the_holder(tmp_pat
     # Once the lock is gone the same run goes ahead.
     assert run_cli("generate", *FAKE, source, "-o", out, "--resume").returncode == 0
     assert [r["id"] for r in records(out.read_bytes())] == [r["id"] for r in GOOD]
+
+
+NOISE = """
+import logging, warnings
+from caitool import console
+console.quiet_libraries("t")
+from transformers.utils import logging as hf_logging
+hf_logging.get_logger("transformers.generic").warning("`past_key_values` are deprecated")
+logging.getLogger("trl.trainer").warning("a notice from a logger without a handler")
+warnings.warn("old name", FutureWarning)
+warnings.warn("old call", DeprecationWarning)
+warnings.warn("padding on the right\\nsecond line", UserWarning)
+"""
+
+
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_library_notices_stay_off_stderr_unless_verbose(verbose):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    result = subprocess.run([sys.executable, "-c", NOISE], capture_output=True, text=True,
+                            env={**env, "CAITOOL_VERBOSE": verbose}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if verbose:
+        assert "[transformers] `past_key_values`" in result.stderr and "old name" in result.stderr
+    else:
+        # Only what may matter, as caitool's own line.
+        assert result.stderr == "caitool t: warning: padding on the right\n"
+
+
+def test_an_output_is_never_an_input_or_another_output(tmp_path):
+    from caitool.errors import CaitoolError
+    from caitool.io.output import check_outputs
+
+    data, link = tmp_path / "in.jsonl", tmp_path / "link.jsonl"
+    data.write_text(jsonl(GOOD))
+    link.symlink_to(data)
+    with pytest.raises(CaitoolError, match=f"--rows {link} is the input file \\(--exclude {data}\\)"):
+        check_outputs([("-o", None), ("--rows", str(link))], [("--exclude", str(data))])
+    fresh = str(tmp_path / "new" / "s.json")
+    with pytest.raises(CaitoolError, match="-o and --rows both write to"):
+        check_outputs([("-o", fresh), ("--rows", str(tmp_path / "new" / ".." / "new" / "s.json"))])
+    with pytest.raises(CaitoolError, match="the summary and --rows both write to stdout"):
+        check_outputs([("the summary", "-"), ("--rows", "-")])
+    check_outputs([("-o", "/dev/null"), ("--rows", "/dev/null")], [("", str(data))])
+    assert data.read_text() == jsonl(GOOD)

@@ -158,8 +158,8 @@ def test_configs_hold_whole_groups_and_the_kl_default():
     from caitool.training import args, critic_free, grpo, rloo
 
     def built(trainer, arguments=(), **options):
-        flags = TrainFlags(model="m", output="o")
-        asked = args.request(trainer.config_class, flags, list(arguments), trainer.OWNED)
+        (flags,), asked = args.parse((TrainFlags,), trainer.config_class,
+                                     ["-m", "m", "-o", "o", *arguments], trainer.OWNED)
         return critic_free.configure(flags, asked, trainer.ALGORITHM,
                                      RLOptions(reward_model="rm", **options)).args
 

@@ -19,7 +19,7 @@ from caitool import models
 from caitool.backends.hf.backend import check_model_path
 from caitool.commands._flags import ModelFlags
 from caitool.errors import CaitoolError
-from helpers import run_cli
+from helpers import NEEDS_PPO, run_cli
 
 BUILTIN = models.BUILTIN[models.DEFAULT_MODEL]
 
@@ -288,7 +288,8 @@ def test_in_process_backends_default_to_the_built_in_model():
         ModelFlags(backend="openai").require_model()
 
 
-@pytest.mark.parametrize("command", ["train-sft", "train-rm", "train-dpo", "train-ppo"])
+@pytest.mark.parametrize("command", ["train-sft", "train-rm", "train-dpo",
+                                     pytest.param("train-ppo", marks=NEEDS_PPO)])
 def test_a_bad_dataset_costs_no_model(command, tmp_path, cache, monkeypatch):
     def convert(source: Path, out: Path) -> None:
         raise AssertionError("converted before the records were checked")
@@ -326,3 +327,42 @@ def test_processes_starting_together_convert_once(gguf, cache, monkeypatch):
         thread.join()
     assert len(done) == 1
     assert len(set(results)) == 1 and Path(results[0]).is_dir()
+
+
+# -- a cache that cannot be written, a conversion that is damaged ------------------------------
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_cache_that_cannot_be_written_is_one_line(where, gguf, tmp_path, monkeypatch,
+                                                   conversions):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    place = str(blocker / "cache") if where == "under-a-file" else "/proc/caitool-cache"
+    monkeypatch.setenv("CAITOOL_CACHE", place)
+    with pytest.raises(CaitoolError, match=f"CAITOOL_CACHE {place}: cannot keep the converted "
+                                           "model of .*m.gguf"):
+        models.local_model(str(gguf))
+    assert conversions == []
+
+
+def test_a_conversion_with_non_finite_weights_is_refused(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    models._check_converted(model, tokenizer, Path("fine.gguf"))  # a sound model passes
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[3] = float("nan")
+    with pytest.raises(CaitoolError, match="GGUF file 'bad.gguf' is damaged: .* NaN"):
+        models._check_converted(model, tokenizer, Path("bad.gguf"))
+
+
+def test_a_damaged_conversion_leaves_the_cache_without_it(gguf, cache, monkeypatch):
+    def convert(source: Path, out: Path) -> None:
+        (out / "config.json").write_text("{}")
+        raise CaitoolError(f"GGUF file '{source}' is damaged: x holds NaN or infinite values")
+
+    monkeypatch.setattr(models, "convert", convert)
+    with pytest.raises(CaitoolError, match="damaged"):
+        models.local_model(str(gguf))
+    assert list((cache / "gguf").iterdir()) == []

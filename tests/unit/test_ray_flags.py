@@ -12,7 +12,7 @@ import pytest
 
 from caitool.errors import CaitoolError
 from caitool.io.jsonl import parse_lines
-from caitool.io.stream import StepResult
+from caitool.io.stream import Batch, StepResult
 from caitool.scaling import is_uri, storage
 from caitool.scaling.cluster import RayOptions
 from caitool.scaling.replica import BackendSpec, Broken, Replica, run_batch
@@ -88,18 +88,18 @@ def test_a_failed_batch_is_retried_record_by_record_from_fresh_copies():
 
 
 def test_a_replica_whose_model_cannot_load_reports_it_once():
-    replica = Replica(BackendSpec("hf", "/no/such/model"), lambda backend, done: None)
-    [payload] = replica({"batch": [pickle.dumps([{"id": "a"}])]})["result"]
-    broken = pickle.loads(payload)
+    replica = Replica(BackendSpec("hf", "/no/such/model"), lambda backend: None)
+    broken = replica.run(pickle.dumps([{"id": "a"}]))
     assert isinstance(broken, Broken) and "/no/such/model" in broken.reason
 
 
-def test_a_replica_runs_the_step_its_factory_builds():
+def test_a_replica_runs_the_step_its_maker_builds_with_what_the_batch_says_is_written():
     spec = BackendSpec("fake", "fake")
-    replica = Replica(spec, lambda backend, done: lambda batch: StepResult(
-        [{**r, "by": backend.name, "done": sorted(done)} for r in batch]), done={"x"})
-    [payload] = replica({"batch": [pickle.dumps([{"id": "a"}])]})["result"]
-    assert pickle.loads(payload).records == [{"id": "a", "by": "fake", "done": ["x"]}]
+    replica = Replica(spec, lambda backend: lambda batch: StepResult(
+        [{**r, "by": backend.name, "written": sorted(batch.written)} for r in batch]))
+    batch = Batch([{"id": "a"}])
+    batch.written = frozenset({"a:0-2"})
+    assert replica.run(pickle.dumps(batch)).records == [{"id": "a", "by": "fake", "written": ["a:0-2"]}]
     # What travels to the actors must pickle.
     pickle.loads(pickle.dumps(spec))
 

@@ -127,22 +127,56 @@ def test_hard_pairs_by_file_count_ties_together(capsys):
     assert "left out 2 tied pair(s)" in capsys.readouterr().err
 
 
+def test_pairs_that_teach_nothing_and_null_labels_are_counted_once_with_the_first_line(
+        tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        '{"prompt": "q1", "chosen": "Kind.", "rejected": "Rude."}\n'
+        '{"prompt": "q2", "chosen": "Same.", "rejected": "Same."}\n'
+        '{"prompt": "q3", "chosen": "Kind.", "rejected": "Rude.", "p_chosen": null}\n'
+        '{"prompt": "q4", "chosen": "Also.", "rejected": "Also. ", "p_chosen": null}\n')
+    data.note_preferences("t", data.read_sources("t", [str(path)], schema.check_preference))
+    err = capsys.readouterr().err
+    assert f"2 pair(s) have the same text chosen and rejected (the first at {path}:2)" in err
+    assert f"2 pair(s) have 'p_chosen': null (the first at {path}:3)" in err
+    assert len(err.strip().splitlines()) == 2
+    path.write_text('{"prompt": "q1", "chosen": "Kind.", "rejected": "Rude.", "p_chosen": 0.9}\n')
+    data.note_preferences("t", data.read_sources("t", [str(path)], schema.check_preference))
+    assert capsys.readouterr().err == ""
+
+
+def test_sft_examples_cut_by_max_length_are_counted(tiny_model, capsys):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    question = [{"role": "user", "content": "Q?"}]
+    short = schema.SFTExample(question, "A.")
+    long = schema.SFTExample(question, "A long answer, " * 20)
+    prompt = len(render.policy_prompt_ids(tokenizer, question, "raw"))
+    whole = prompt + len(render.reply_ids(tokenizer, short.response, "raw"))
+    sft.warn_cut("t", tokenizer, [short, long, long], "raw", whole)
+    assert f"2 of 3 example(s) longer than --max-length {whole} tokens were cut" in \
+        capsys.readouterr().err
+    # A prompt that fills max_length leaves no reply: left out (said elsewhere), not cut.
+    sft.warn_cut("t", tokenizer, [long], "raw", prompt)
+    sft.warn_cut("t", tokenizer, [short, long], "raw", None)
+    assert capsys.readouterr().err == ""
+
+
 # -- config --------------------------------------------------------------------------------
 
 
-def flags(**kw) -> TrainFlags:
-    return TrainFlags(**{"model": "m", "output": "o", **kw})
-
-
-def sft_settings(train_flags: TrainFlags, arguments: list[str] = ()) -> args.Settings:
-    return sft.configure(train_flags, args.request(sft.config_class, train_flags, list(arguments)))
+def sft_settings(arguments: list[str]) -> args.Settings:
+    (train_flags,), asked = args.parse((TrainFlags,), sft.config_class,
+                                       ["-m", "m", "-o", "o", *arguments])
+    return sft.configure(train_flags, asked)
 
 
 def test_config_file_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 0.5\nnum_train_epochs: 2\nwarmup_steps: 3\n"
                     "lora:\n  r: 4\n  target_modules: [q_proj]\n")
-    settings = sft_settings(flags(config=str(path), learning_rate=0.01))
+    settings = sft_settings(["--config", str(path), "--learning-rate", "0.01"])
     config = settings.args
     assert config.learning_rate == 0.01  # the flag wins over the file
     assert config.num_train_epochs == 2 and config.warmup_steps == 3
@@ -152,10 +186,10 @@ def test_config_file_then_flags(tmp_path):
     assert lora.r == 4 and set(lora.target_modules) == {"q_proj"}
     path.write_text("output_dir: x\n")
     with pytest.raises(CaitoolError, match="-o/--output"):
-        sft_settings(flags(config=str(path)))
+        sft_settings(["--config", str(path)])
     path.write_text("- a list\n")
     with pytest.raises(CaitoolError, match="expected a mapping"):
-        sft_settings(flags(config=str(path)))
+        sft_settings(["--config", str(path)])
 
 
 def test_soft_label_loss():

@@ -76,6 +76,12 @@ class Backend(ABC):
         self.model = model
         self.options = self.Options(**options)
 
+    @classmethod
+    def for_replica(cls, options: dict[str, Any], gpus: float) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """What a Ray replica holding ``gpus`` GPUs builds this backend with: the options
+        given, and the names of the environment variables it needs from the driver."""
+        return options, ()
+
     @abstractmethod
     def has_chat_template(self) -> bool:
         """Whether the model renders chats itself ('auto' then means the chat format)."""

@@ -1,4 +1,5 @@
-"""Dry runs: a backend that writes down every request instead of running a model.
+"""Dry runs: a backend that writes down every request instead of running a model, and the
+executor that writes those requests where the records would go.
 
 ``--dry-run`` puts :class:`DryRunBackend` where the real backend would be, and the stages run
 as they always do: the same prompts, stop strings, seeds and batches. Each request is kept
@@ -6,43 +7,33 @@ with its exact text: the chat template's output when a tokenizer is at hand (the
 ``vllm`` backends load the model's tokenizer and nothing else), the chat messages as a server
 would get them (``openai``), or the raw transcript. Generation gets :data:`PLACEHOLDER` back,
 so that the steps built on it (a critique of the answer, a revision after the critique) are
-shown too; option scoring gets equal log-probabilities.
-
-Which record a request serves is learnt by running each record (or pair) alone a second
-time and matching the prompts; the whole batch is what the lines report, so seeds and order
-are those of a real run with the same ``--batch-size``.
+shown too; option scoring gets equal log-probabilities. The stages tag every request with
+the record (or pair) it serves and the step that asks it (``Prompt.serves``), so each line
+names both, in one pass over the batch.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from caitool.backends import registry
 from caitool.backends.base import Backend, OptionScores, SamplingParams
 from caitool.errors import CaitoolError
-from caitool.io.stream import StepResult
+from caitool.io.stream import Batch, Bind, Executor, StepResult
 from caitool.render import Prompt, has_chat_template, prompt_ids, prompt_text
 
 PLACEHOLDER = "<model output>"
-Record = dict[str, Any]
-Unit = tuple[str, Callable[[], object]]
 
 
 @dataclass
 class Request:
     kind: str                                  # "generate" or "score"
     prompt: Prompt
-    call: int                                  # which backend call of its run asked it
     params: SamplingParams | None = None       # generate
     options: tuple[str, ...] = ()              # score
-
-    def key(self) -> tuple[Any, ...]:
-        return self.kind, self.prompt, self.options
 
 
 class DryRunBackend(Backend):
@@ -62,9 +53,7 @@ class DryRunBackend(Backend):
         self._chat = chat
         self._real = real
         self.requests: list[Request] = []
-        self._calls = 0
         self._index = 0
-        self._recording = False
 
     @property
     def tokenizer(self) -> Any:
@@ -80,24 +69,24 @@ class DryRunBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return dict(self.description)
 
-    def _called(self) -> None:
-        # Outside lines() nothing writes the requests down: a command that takes the flag
-        # but does not wrap its steps would otherwise write placeholders as results.
-        if not self._recording:
+    @staticmethod
+    def _check_tagged(prompts: list[Prompt]) -> None:
+        # An untagged request comes from a step that was not written for dry runs: writing
+        # its placeholders down as if they were results would mislead.
+        if any(prompt.serves is None for prompt in prompts):
             raise CaitoolError("this command does not support --dry-run")
-        self._calls += 1
 
     def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[str]]:
-        self._called()
+        self._check_tagged(prompts)
         for prompt in prompts:
-            self.requests.append(Request("generate", prompt, self._calls,
+            self.requests.append(Request("generate", prompt,
                                          params=dataclasses.replace(params, stop=list(params.stop))))
         return [[PLACEHOLDER] * max(1, params.n) for _ in prompts]
 
     def score(self, prompts: list[Prompt], options: list[list[str]]) -> list[OptionScores]:
-        self._called()
+        self._check_tagged(prompts)
         for prompt, opts in zip(prompts, options, strict=True):
-            self.requests.append(Request("score", prompt, self._calls, options=tuple(opts)))
+            self.requests.append(Request("score", prompt, options=tuple(opts)))
         return [OptionScores([0.0] * len(opts)) for opts in options]
 
     def close(self) -> None:
@@ -131,58 +120,44 @@ class DryRunBackend(Backend):
             line["sampling"] = params
         return line
 
-    def lines(self, whole: Callable[[], object], units: Iterable[Unit],
-              steps: Sequence[str] = ("response",), score_step: str = "judge",
-              **fields: Any) -> list[dict[str, Any]]:
-        """Run ``whole`` and return one line per request it made, in order. Each line names
-        the id of the unit whose lone run (``units``: id, run) made the same request, and
-        the step: score requests are ``score_step``; generation calls take ``steps`` from
-        the last call backwards (critique's: its answers, if any, then its critiques)."""
-        self.take()
-        self._recording = True
-        try:
-            whole()
-            requests = self.take()
-            owners: dict[tuple[Any, ...], deque[str]] = defaultdict(deque)
-            for unit_id, run in units:
-                run()
-                for request in self.take():
-                    owners[request.key()].append(unit_id)
-        finally:
-            self._recording = False
-        calls = sorted({r.call for r in requests if r.kind == "generate"})
+    def lines(self, **fields: Any) -> list[dict[str, Any]]:
+        """One line per request made since the last call, in order, each naming the id and
+        step it serves (``fields`` are added to every line: eval's dimension)."""
         out = []
-        for request in requests:
-            if request.kind == "score":
-                step = score_step
-            else:
-                back = len(calls) - calls.index(request.call)
-                step = steps[max(0, len(steps) - back)]
-            found = owners.get(request.key())
-            out.append({"id": found.popleft() if found else None, "index": self._index,
-                        "step": step, "kind": request.kind, **fields, **self.render(request)})
+        for request in self.take():
+            owner, step = request.prompt.serves or (None, None)
+            out.append({"id": owner, "index": self._index, "step": step, "kind": request.kind,
+                        **fields, **self.render(request)})
             self._index += 1
         return out
 
 
-def per_record(process: Callable[[list[Record]], object], batch: list[Record]) -> list[Unit]:
-    """Each record alone (a copy: steps change their records), named by its id."""
-    return [(str(record.get("id")), lambda r=copy.deepcopy(record): process([r]))
-            for record in batch]
+class DryRun(Executor):
+    """Runs each batch's step on the dry-run backend, once, and gives back the requests it
+    made as the records to write."""
 
+    def __init__(self, create: Callable[[], DryRunBackend], bind: Bind):
+        self._create, self._bind = create, bind
+        self._backend: DryRunBackend | None = None
 
-def wrap(backend: Backend, process: Callable[[list[Record]], object], steps: Sequence[str],
-         units: Callable[[list[Record]], list[Unit]] | None = None
-         ) -> Callable[[list[Record]], StepResult]:
-    """The batch step whose output is the requests ``process`` would make, not its records."""
-    if not isinstance(backend, DryRunBackend):
-        raise CaitoolError("a dry run needs the dry-run backend")
+    def __enter__(self) -> DryRun:
+        backend = self._create()
+        if not isinstance(backend, DryRunBackend):
+            raise CaitoolError("a dry run needs the dry-run backend")
+        self._backend = backend
+        return self
 
-    def step(batch: list[Record]) -> StepResult:
-        alone = units(batch) if units else per_record(process, batch)
-        return StepResult(backend.lines(lambda: process(batch), alone, steps))
+    def __exit__(self, *exc: object) -> None:
+        if self._backend is not None:
+            self._backend.close()
 
-    return step
+    def map(self, batches: Iterable[Batch]) -> Iterator[StepResult]:
+        assert self._backend is not None, "map() runs inside the executor's with block"
+        step = self._bind(self._backend)
+        for batch in batches:
+            self._backend.take()
+            step(batch)
+            yield StepResult(self._backend.lines())
 
 
 def create(name: str, model: str, **options: Any) -> DryRunBackend:

@@ -303,6 +303,15 @@ class VLLMBackend(Backend):
     Options = VLLMOptions
     loads_models = True
 
+    @classmethod
+    def for_replica(cls, options: dict[str, Any], gpus: float) -> tuple[dict[str, Any], tuple[str, ...]]:
+        # A replica with several GPUs spreads the model over them unless told otherwise.
+        size = options.setdefault("tensor_parallel_size", int(gpus)) if gpus > 1 else 1
+        if size > gpus > 1:
+            raise CaitoolError(f"--tensor-parallel-size {size} needs as many GPUs per replica "
+                               f"(--gpus-per-replica {gpus:g})")
+        return options, ()
+
     def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)
         if importlib.util.find_spec("vllm") is None:

@@ -7,13 +7,16 @@ hands the command one filled-in dataclass per group.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect
+import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import typer
+from typer.core import TyperCommand
 
 from caitool.backends.base import SamplingParams
 from caitool.errors import CaitoolError
@@ -24,10 +27,14 @@ ConstitutionName = Annotated[str, typer.Option(
     help="A built-in constitution's name (see 'caitool constitution list') or a file/directory.")]
 
 
-def flag(default: Any, *names: str, help: str, hidden: bool = False, envvar: str | None = None):
-    """A dataclass field that is also a typer option."""
+def flag(default: Any, *names: str, help: str, hidden: bool = False, envvar: str | None = None,
+         metavar: str | None = None):
+    """A dataclass field that is also a typer option (and, for the training commands, an
+    argparse flag: see caitool.training.args)."""
     return field(default=default, metadata={
-        "option": typer.Option(*names, help=help, hidden=hidden, envvar=envvar, show_default=True)
+        "option": typer.Option(*names, help=help, hidden=hidden, envvar=envvar, metavar=metavar,
+                               show_default=True),
+        "names": names, "help": help, "envvar": envvar,
     })
 
 
@@ -88,6 +95,10 @@ class ModelFlags:
                                    help="openai backend: requests in flight at once (default 8).")
     tensor_parallel_size: int | None = flag(None, "--tensor-parallel-size",
                                             help="vllm backend: GPUs per model replica (default 1).")
+    backend_option: list[str] | None = flag(None, "--backend-option", metavar="KEY=VALUE",
+                                            help="Any option of the backend's own (a field of its "
+                                                 "Options, e.g. one a backend from another package "
+                                                 "declares); repeat for several.")
     dry_run: bool = flag(False, "--dry-run",
                          help="Run no model: write one JSON line per request the model would get "
                               "(its exact text, and the stop strings and sampling or the scored "
@@ -108,9 +119,18 @@ class ModelFlags:
                            f"{self.backend} backend has no default model")
 
     def backend_options(self) -> dict[str, Any]:
-        """The backend options the user gave."""
-        return {name: getattr(self, name) for name in BACKEND_OPTIONS
-                if getattr(self, name) is not None}
+        """The backend options the user gave, its own flags' and --backend-option's."""
+        given = {name: getattr(self, name) for name in BACKEND_OPTIONS
+                 if getattr(self, name) is not None}
+        if self.backend_option:
+            from caitool.backends import registry
+
+            for name, value in registry.parse_options(self.backend, self.backend_option).items():
+                if name in given:
+                    raise CaitoolError(f"--backend-option {name}: given twice (also as "
+                                       f"--{name.replace('_', '-')})")
+                given[name] = value
+        return given
 
     def create_backend(self):
         from caitool.backends import registry
@@ -122,18 +142,6 @@ class ModelFlags:
 
             return dry_run.create(self.backend, self.require_model(), **self.backend_options())
         return registry.create(self.backend, self.require_model(), **self.backend_options())
-
-    def step(self, backend, process, steps: tuple[str, ...], stream: StreamFlags, units=None):
-        """The command's batch step; with --dry-run, the step that writes the requests it would
-        make instead (``steps`` names its generation calls, see dry_run.DryRunBackend.lines)."""
-        if not self.dry_run:
-            return process
-        if stream.resume:
-            raise CaitoolError("--resume does not combine with --dry-run (it would append the "
-                               "requests to the output); drop --resume")
-        from caitool.backends import dry_run
-
-        return dry_run.wrap(backend, process, steps, units)
 
 
 @dataclass
@@ -177,47 +185,39 @@ class RayFlags:
                           cpus_per_replica=self.cpus_per_replica)
 
 
-def run_records(name: str, input: str, *, model: ModelFlags, stream_flags: StreamFlags,
-                scale: RayFlags, make_step, steps: tuple[str, ...], validate, describe: str,
-                units=None, records=None, finish=None) -> None:
-    """A record command's batch loop, in this process or with --ray on a Ray cluster.
-    ``make_step(backend, done)`` builds the step (``done``: ids already written, or None to
-    read them when needed); ``units(backend)``: see ModelFlags.step; ``records`` and
-    ``finish``: see io.stream.run (a dry run writes requests, so it has no ``finish``)."""
+def run_records(name: str, input: str | None, *, model: ModelFlags, stream_flags: StreamFlags,
+                scale: RayFlags, step, validate, describe: str, records=None, finish=None) -> None:
+    """A record command's batch loop, on the executor its flags ask for: here, as a dry
+    run, or on Ray replicas. ``step(backend)`` gives the function of a batch;
+    ``records`` and ``finish``: see io.stream.run."""
     from caitool.io import stream
-    from caitool.scaling import is_uri
-
-    if not scale.ray:
-        for path in (input, stream_flags.output):
-            if is_uri(path):
-                raise CaitoolError(f"{path}: object storage is read and written with --ray")
-        with model.create_backend() as backend:
-            step = model.step(backend, make_step(backend, None), steps, stream_flags,
-                              units=units(backend) if units else None)
-            stream.run(name, input, step, validate=validate, describe=describe,
-                       records=records, finish=None if model.dry_run else finish,
-                       **stream_flags.stream_options())
-        return
-    if model.dry_run:
-        raise CaitoolError("--dry-run runs no model, so there is nothing to scale: drop --ray")
-    from caitool.backends import registry
     from caitool.render import check_format
-    from caitool.scaling import engine
-    from caitool.scaling.replica import BackendSpec
 
     check_format(model.format)
-    options = model.backend_options()
-    registry.check_options(model.backend, registry.backend_class(model.backend), options)
-    gpus = scale.gpus_per_replica
-    if model.backend == "vllm" and gpus > 1:
-        size = options.setdefault("tensor_parallel_size", int(gpus))
-        if size > gpus:
-            raise CaitoolError(f"--tensor-parallel-size {size} needs as many GPUs per replica "
-                               f"(--gpus-per-replica {gpus:g})")
-    keys = (model.api_key_env or "OPENAI_API_KEY",) if model.backend == "openai" else ()
-    engine.run(name, input, BackendSpec(model.backend, model.require_model(), options),
-               make_step, scale.options(), env_keys=keys, validate=validate,
-               describe=describe, records=records, finish=finish, **stream_flags.stream_options())
+    if model.dry_run:
+        if scale.ray:
+            raise CaitoolError("--dry-run runs no model, so there is nothing to scale: drop --ray")
+        if stream_flags.resume:
+            raise CaitoolError("--resume does not combine with --dry-run (it would append the "
+                               "requests to the output); drop --resume")
+        from caitool.backends.dry_run import DryRun
+
+        executor = DryRun(model.create_backend, step)
+    elif scale.ray:
+        from caitool.backends import registry
+        from caitool.scaling.engine import OnRay
+        from caitool.scaling.replica import BackendSpec
+
+        cls = registry.backend_class(model.backend)
+        options = model.backend_options()
+        registry.check_options(model.backend, cls, options)
+        options, env_keys = cls.for_replica(options, scale.gpus_per_replica)
+        executor = OnRay(name, BackendSpec(model.backend, model.require_model(), options), step,
+                         scale.options(), env_keys=env_keys)
+    else:
+        executor = stream.InProcess(step, model.create_backend)
+    stream.run(name, input, executor, validate=validate, describe=describe, records=records,
+               finish=finish, **stream_flags.stream_options())
 
 
 @dataclass
@@ -256,6 +256,74 @@ def _is_group(hint: Any) -> bool:
             and all("option" in f.metadata for f in dataclasses.fields(hint)))
 
 
+class NoTypeForHelp:
+    """A click command (or group) mixin: -h/--help shows no type in help, as caitool's other
+    boolean flags do (see :func:`conventions`)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(NoTypeForHelp, TyperCommand):
+    """The click command class of caitool's commands."""
+
+
+def _finite(value: Any) -> Any:
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise typer.BadParameter(f"{item} is not a finite number")
+    return value
+
+
+def conventions(annotation: Any) -> Any:
+    """caitool's conventions on an ``Annotated[type, typer.Option(...)]``: a boolean flag
+    shows no type in help (it takes no value); a number refuses nan and inf, which every
+    float flag parses and no caitool number means anything at."""
+    if get_origin(annotation) is not Annotated:
+        return annotation
+    kind, *extras = get_args(annotation)
+    kinds = set(get_args(kind) or (kind,))
+    kinds |= {arg for k in kinds if get_origin(k) is list for arg in get_args(k)}
+    made = []
+    for extra in extras:
+        if isinstance(extra, typer.models.OptionInfo):
+            extra = copy.copy(extra)
+            if kind is bool and extra.metavar is None:
+                extra.metavar = ""
+            if float in kinds and extra.callback is None:
+                extra.callback = _finite
+        made.append(extra)
+    return Annotated[(kind, *made)]
+
+
+def conventional(fn):
+    """``fn`` with :func:`conventions` on the options of its signature: cli.py registers
+    every command function so."""
+    signature = inspect.signature(fn)
+    hints = get_type_hints(fn, include_extras=True)
+    params = [param.replace(annotation=conventions(hints.get(name, param.annotation)))
+              for name, param in signature.parameters.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def group_options(group: type) -> list[inspect.Parameter]:
+    """A flag group's fields as the keyword parameters typer makes options of."""
+    hints = get_type_hints(group)
+    return [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                              annotation=Annotated[hints[f.name], f.metadata["option"]])
+            for f in dataclasses.fields(group)]
+
+
 def command(fn):
     """Expand flag-group parameters of ``fn`` into typer options (see module docstring)."""
     hints = get_type_hints(fn, include_extras=True)
@@ -266,12 +334,7 @@ def command(fn):
         hint = hints.get(name, param.annotation)
         if _is_group(hint):
             groups[name] = hint
-            group_hints = get_type_hints(hint)
-            for f in dataclasses.fields(hint):
-                params.append(inspect.Parameter(
-                    f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                    annotation=Annotated[group_hints[f.name], f.metadata["option"]],
-                ))
+            params.extend(group_options(hint))
         else:
             params.append(param.replace(annotation=hint))
 

@@ -1,28 +1,30 @@
-"""Flags the training commands share, and the way every TRL config field becomes a flag.
+"""What the training commands share: their flags, and one parse of them with the TRL config.
 
-A training command takes its own flags (below) and, besides, any field of its TRL config
-class as ``--FIELD VALUE``: click lets the options it does not know through (with the input
-files, in order), and :mod:`caitool.training.args` parses them with TRL's own config class.
+A training command's flags are dataclasses (:class:`TrainFlags` and the command's own).
+click shows them in ``--help`` and completes them; :class:`TrainingCommand` hands the whole
+command line to :func:`caitool.training.args.parse`, which parses it once, together with
+every field of the command's TRL config class (``--FIELD VALUE``).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
-from caitool.commands._flags import flag
-
-# A training command's click settings (cli.py reads a command module's CONTEXT_SETTINGS):
-# options click does not know go through to the TRL config parser.
-EXTRA_FLAGS = {"ignore_unknown_options": True, "allow_extra_args": True}
+from caitool.commands._flags import Command, flag, group_options
 
 Inputs = Annotated[list[str], typer.Argument(
     help="JSONL files (- for stdin); several are mixed into one training set, each file's "
          "count reported. Any field of the TRL config may follow as a flag: "
          "`--lr_scheduler_type cosine` (see --help-trl).",
     show_default=False)]
+# The command line reaches TrainingCommand whole; click's own parse runs only for --help.
+CONTEXT_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 @dataclass
@@ -75,12 +77,80 @@ class TrainFlags:
                               help="With --lora: save the adapter alone instead of merging it into the weights.")
 
 
-def run(trainer: Any, command: str, arguments: list[str] | None, flags: TrainFlags,
-        **options: Any) -> None:
-    """Train with ``trainer`` (a :mod:`caitool.training` module), or print its TRL help."""
-    if flags.help_trl:
-        from caitool.training.args import trl_help
+def trl_help(config_cls: type, command: str, owned: dict[str, str] | None = None) -> str:
+    """The config class's own help (--help-trl): every field, TRL's names, types, defaults
+    and texts."""
+    import argparse
 
-        typer.echo(trl_help(trainer.config_class(), command, trainer.OWNED), nl=False)
-        return
-    trainer.train(command, arguments or [], flags, **options)
+    from caitool.training import args
+
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    name = config_cls.__name__
+    owned = {**args.OWNED, **(owned or {})}
+    filled = "\n".join(f"  {field:<24}{setter}" for field, setter in owned.items())
+    parser = args.trl_parser(
+        config_cls, prog=f"caitool {command}", formatter_class=Formatter,
+        usage=f"caitool {command} [INPUT...] [caitool flags] [--FIELD VALUE ...]",
+        description=f"Every field of TRL's {name} is a flag (--FIELD VALUE, --FIELD=VALUE, or\n"
+                    "with hyphens) and a key of the --config YAML file. Flags win over the file;\n"
+                    "TRL-named flags win over caitool's own (--epochs, --batch-size ...). A field\n"
+                    "named like a caitool flag (--max-steps, --seed ...) is that flag. Put input\n"
+                    "files before a flag that takes several values.",
+        epilog=f"Set by caitool's own flags, not here:\n{filled}")
+    for action in parser._actions:
+        if action.dest in owned:
+            action.help = argparse.SUPPRESS
+    parser._optionals.title = f"{name} fields"
+    return parser.format_help()
+
+
+class TrainingCommand(Command):
+    """A training command: click documents its flags, training.args parses them."""
+
+    trainer: str  # the caitool.training module with config_class and OWNED
+    groups: tuple[type, ...]
+    body: Callable[..., None]
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if any(arg in ctx.help_option_names for arg in args):
+            return super().parse_args(ctx, args)  # prints the help and exits
+        ctx.args = list(args)
+        return ctx.args
+
+    def invoke(self, ctx) -> None:
+        from caitool.training import args, outputs
+
+        trainer = importlib.import_module(self.trainer)
+        groups, asked = args.parse(self.groups, trainer.config_class, ctx.args, trainer.OWNED)
+        train = groups[0]
+        if train.help_trl:
+            typer.echo(trl_help(trainer.config_class(), self.name, trainer.OWNED), nl=False)
+            return
+        outputs.check_inputs(train, asked.inputs)
+        self.body(*groups, asked)
+
+
+def training(trainer: str, *groups: type):
+    """Make ``body(train, *groups, asked)`` a training command: its help is its docstring,
+    its flags TrainFlags' and ``groups``' fields, and those of ``trainer``'s TRL config."""
+    groups = (TrainFlags, *groups)
+
+    def decorate(body: Callable[..., None]):
+        def documented(**flags: Any) -> None:  # never called: TrainingCommand runs ``body``
+            raise AssertionError(flags)
+
+        params = [inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    default=None, annotation=Inputs)]
+        # The command's own flags first in its help, then those all training commands share.
+        params += [param for group in (*groups[1:], TrainFlags) for param in group_options(group)]
+        documented.__signature__ = inspect.Signature(params)
+        documented.__annotations__ = {p.name: p.annotation for p in params}
+        documented.__doc__ = body.__doc__
+        documented.context_settings = CONTEXT_SETTINGS
+        documented.command_class = type("Command", (TrainingCommand,), {
+            "trainer": trainer, "groups": groups, "body": staticmethod(body)})
+        return documented
+
+    return decorate

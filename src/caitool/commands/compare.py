@@ -7,9 +7,9 @@ import typer
 from caitool import constitution as constitutions
 from caitool.commands._flags import ConstitutionName, Input, ModelFlags, RayFlags, StreamFlags, command, run_records
 from caitool.errors import CaitoolError
-from caitool.io.jsonl import done_ids
+from caitool.io.output import check_outputs
 from caitool.schema import check_samples
-from caitool.stages.feedback import PAIRINGS, LabelOptions, compare, pair_id, pair_indices
+from caitool.stages.feedback import PAIRINGS, LabelOptions, compare_step
 from caitool.stages.judging import JudgeSettings, parse_clamp
 
 NAME = "compare"
@@ -68,6 +68,8 @@ def command(
         raise CaitoolError(f"--pairs must be {' or '.join(PAIRINGS)}, not '{pairs}'")
     if not 0 <= tie_threshold <= 0.5:
         raise CaitoolError("--tie-threshold must be between 0 and 0.5")
+    # -o onto the constitution would destroy it.
+    check_outputs([("-o", stream_flags.output)], [("-c", constitution)])
     rules = constitutions.load(constitution)
     settings = JudgeSettings(
         both_orders=not one_order, principles=principles, cot=cot, clamp=parse_clamp(clamp),
@@ -76,35 +78,6 @@ def command(
     settings.check(rules)
     options = LabelOptions(hard=hard, tie_threshold=tie_threshold, drop_ties=drop_ties,
                            pairs=pairs)
-    # A resumed run skips records whose id is written (see feedback.pair_indices) and,
-    # for records only partly written, the pairs that are: the ids written are given with
-    # --ray, else read once the batch loop holds the output, at the first batch.
-    resumed = stream_flags.resume and stream_flags.output not in (None, "-")
-    output = stream_flags.output
-
-    def make_step(backend, done):
-        written = done
-
-        def judge_batch(batch):
-            nonlocal written
-            if written is None:
-                written = done_ids(output) if resumed else set()
-            return compare(backend, rules, batch, settings, options, skip_ids=written)
-        return judge_batch
-
-    def pairs_alone(backend):
-        """--dry-run: each pair judged on its own (the record's other pairs skipped), so
-        that each request is tagged with the id of the pair it serves."""
-        def units(batch):
-            found = []
-            for record in batch:
-                ids = [pair_id(str(record["id"]), i, j)
-                       for i, j in pair_indices(len(record["responses"]), pairs)]
-                found += [(own, lambda r=record, skip=set(ids) - {own}: compare(
-                    backend, rules, [r], settings, options, skip_ids=skip)) for own in ids]
-            return found
-        return units
-
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=("reasoning",), validate=check_samples,
-                describe="comparing", units=pairs_alone)
+                step=compare_step(rules, settings, options), validate=check_samples,
+                describe="comparing")

@@ -11,6 +11,7 @@ from caitool.commands._flags import (
     command,
     run_records,
 )
+from caitool.io.output import check_outputs
 from caitool.schema import check_for_critique
 from caitool.stages import supervised
 
@@ -35,14 +36,10 @@ def command(
     round {principle, critique, revision: null} is appended to 'revisions'; 'caitool revise'
     fills in the revision.
     """
+    # -o onto the constitution would destroy it.
+    check_outputs([("-o", stream_flags.output)], [("-c", constitution)])
     rules = constitutions.load(constitution)
     rules.require_principles()
-    params, fmt = sampling.params(), model.format
-
-    def make_step(backend, done):
-        sampler = supervised.Sampler(backend, params, fmt)
-        return lambda batch: supervised.critique(sampler, rules, batch)
-
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=("response", "critique"),
+                step=supervised.step(supervised.critique, sampling.params(), model.format, rules),
                 validate=check_for_critique, describe="critiquing")

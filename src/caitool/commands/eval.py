@@ -85,7 +85,8 @@ def command(
     --score-model, each system's mean score) and tables on stderr.
     """
     from caitool import constitution as constitutions
-    from caitool.io.jsonl import RecordWriter, check_writable, write_text
+    from caitool.io.jsonl import RecordWriter, write_text
+    from caitool.io.output import check_outputs
     from caitool.stages.evaluate import frontier, independence, reward_scoring, statistics, systems
     from caitool.stages.evaluate import report as evalreport
     from caitool.stages.judging import JudgeSettings, judge_format
@@ -135,10 +136,12 @@ def command(
     if plot:
         evalreport.require_matplotlib()
     # Judging takes long: what cannot be written should fail before it starts.
-    check_writable(output)
-    for flag, path in (("--judgments", judgments), ("--plot", plot)):
-        if path:
-            check_writable(path, flag)
+    check_outputs([("-o" if output else "the summary", output or "-"), ("--judgments", judgments),
+                   ("--plot", plot)],
+                  [("", f) for f in files or []] + [("--revisions", revisions),
+                                                    ("--harmless-constitution", harmless_constitution),
+                                                    ("--helpful-constitution", helpful_constitution),
+                                                    ("--evasiveness-constitution", evasiveness_constitution)])
 
     if revisions:
         loaded = systems.revision_systems(revisions)
@@ -234,15 +237,11 @@ def _score(path: str, loaded, batch_size: int):
 def _write_requests(model: ModelFlags, rules, pairs, settings, batch_size: int, output: str | None) -> None:
     """--dry-run: the judge's requests, one line each, tagged with the prompt's id, the
     dimension and the two systems, instead of the summary."""
-    from functools import partial
-
     from caitool.io.jsonl import RecordWriter
     from caitool.stages.evaluate.systems import judge_pair
 
     with model.create_backend() as backend, RecordWriter(output, flag="-o") as writer:
         for dimension, constitution in rules.items():
             for a, b, ids in pairs:
-                judge = partial(judge_pair, backend, constitution, a, b, settings=settings,
-                                batch_size=batch_size)
-                writer.write(backend.lines(partial(judge, ids), [(i, partial(judge, [i])) for i in ids],
-                                           dimension=dimension, systems=[a.name, b.name]))
+                judge_pair(backend, constitution, a, b, ids, settings=settings, batch_size=batch_size)
+                writer.write(backend.lines(dimension=dimension, systems=[a.name, b.name]))

@@ -55,7 +55,7 @@ def command(
     over k). Prints, per file, the rows scored and the accuracy with a bootstrap confidence
     interval: JSON on stdout, a table on stderr.
     """
-    from caitool.io.jsonl import RecordWriter
+    from caitool.io.jsonl import RecordWriter, check_outputs, write_text
     from caitool.stages.evaluate import multiple_choice as mc
 
     if files.count("-") > 1:
@@ -75,6 +75,9 @@ def command(
     if model.dry_run and (reward_model or rows):
         raise CaitoolError(f"{'--reward-model' if reward_model else '--rows'} needs scores, "
                            "which --dry-run does not get")
+
+    check_outputs([("-o" if output else "the summary", output or "-"), ("--rows", rows)],
+                  [("", path) for path in files])
 
     def skipped(error) -> None:
         console.warn(NAME, f"skipped {error}")
@@ -122,14 +125,7 @@ def command(
         title = "Reward model accuracy" if reward_model else "Judge accuracy"
         console.stderr.print(mc.table(summary, title))
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    if output:
-        try:
-            with open(output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        except OSError as exc:
-            raise CaitoolError(f"{output}: {exc.strerror or exc}") from None
-    else:
-        typer.echo(text, nl=False)
+    write_text(output, text)
     _verdict(summary, reward_model is not None, min_accuracy)
 
 
@@ -163,21 +159,11 @@ def _write_requests(model: ModelFlags, loaded, as_chat: bool, batch_size: int,
                     output: str | None) -> None:
     """--dry-run: the judge's requests, one line each, tagged with the row's file and line,
     instead of the summary."""
-    from functools import partial
-
     from caitool.io.jsonl import RecordWriter
-    from caitool.stages.evaluate.multiple_choice import EvalFile, score_with_judge
+    from caitool.stages.evaluate.multiple_choice import score_with_judge
 
     with model.create_backend() as backend, RecordWriter(output) as writer:
         _check_chat(backend, as_chat)
         for file in loaded:
-            rows = [row for row in file.rows if row.has_options]
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-
-                def run(part, path=file.path):
-                    return partial(score_with_judge, backend, EvalFile(path, part), as_chat,
-                                   batch_size)
-
-                writer.write(backend.lines(run(chunk), [(f"{file.path}:{r.line}", run([r]))
-                                                        for r in chunk], file=file.path))
+            score_with_judge(backend, file, as_chat, batch_size)
+            writer.write(backend.lines(file=file.path))

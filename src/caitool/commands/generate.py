@@ -27,12 +27,6 @@ def command(
     """Answer prompt records with the model ('response', or 'responses' with -n > 1)."""
     if n < 1:
         raise CaitoolError("-n/--num-samples must be at least 1")
-    params, fmt = sampling.params(), model.format
-
-    def make_step(backend, done):
-        sampler = supervised.Sampler(backend, params, fmt)
-        return lambda batch: supervised.generate(sampler, batch, n=n)
-
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=("response",), validate=check_prompt,
-                describe="generating")
+                step=supervised.step(supervised.generate, sampling.params(), model.format, n=n),
+                validate=check_prompt, describe="generating")

@@ -8,7 +8,8 @@ import typer
 from caitool import console, prompt_requests
 from caitool.commands._flags import ModelFlags, RayFlags, SamplingFlags, StreamFlags, command, run_records
 from caitool.errors import CaitoolError
-from caitool.io.jsonl import iter_records, same_file
+from caitool.io.jsonl import iter_records
+from caitool.io.output import check_outputs
 from caitool.io.stream import StreamStats, parse_shard, skipper
 from caitool.near_duplicates import DuplicateIndex
 from caitool.schema import check_prompt
@@ -82,9 +83,8 @@ def command(
     paths, held_out = seeds or ["-"], exclude or []
     if [*paths, *held_out].count("-") > 1:
         raise CaitoolError("stdin (-) can be read once only")
-    for path in [*paths, *held_out]:
-        if stream_flags.output not in (None, "-") and same_file(path, stream_flags.output):
-            raise CaitoolError(f"-o {stream_flags.output} is the input file {path}: write to another file")
+    check_outputs([("-o", stream_flags.output)], [("", p) for p in paths]
+                  + [("--exclude", p) for p in held_out] + [("--request", request)])
     if request is None and kind not in prompt_requests.builtin_names():
         raise CaitoolError(f"--kind must be one of {', '.join(prompt_requests.builtin_names())}, "
                            f"not '{kind}'")
@@ -113,20 +113,16 @@ def command(
         if stream_flags.resume and output not in (None, "-") and os.path.exists(output):
             sieve.add_written([r for _, r in iter_records(output)])
 
-    def make_step(backend, done):
-        sampler = supervised.Sampler(backend, params, fmt)
-        return lambda batch: red_team.grow(sampler, plan, limits, batch)
-
     # Dry runs write the requests: as many as would be made for -n if none were dropped.
     run_records(NAME, None, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=(NAME,), validate=None, describe="growing prompts",
-                records=red_team.requests(plan, sieve, limit if sieve else target), finish=sieve)
+                step=supervised.step(red_team.grow, params, fmt, plan, limits), validate=None,
+                describe="growing prompts", finish=sieve,
+                records=red_team.requests(plan, sieve, limit if sieve else target))
     if sieve is not None:
         console.info(NAME, sieve.summary())
-        if not sieve.full:
-            console.warn(NAME, f"stopped after {limit} requests with {sieve.kept} of {target} "
-                         "prompts kept: raise --max-requests, or loosen --near-duplicates or "
-                         "the length limits")
+        shortfall = sieve.shortfall(limit)
+        if shortfall:
+            console.warn(NAME, shortfall)
 
 
 def _share(total: int, shard: str | None) -> int:

@@ -15,6 +15,7 @@ from caitool.commands._flags import (
     command,
     run_records,
 )
+from caitool.io.output import check_outputs
 from caitool.schema import check_for_critique, check_for_revise
 from caitool.stages import supervised
 
@@ -44,6 +45,8 @@ def command(
     request paired with the critique's principle. With --direct there is no critique: the
     revision request follows the response, and the few-shot examples show none either.
     """
+    # -o onto the constitution would destroy it.
+    check_outputs([("-o", stream_flags.output)], [("-c", constitution)])
     rules = constitutions.load(constitution)
     known = {p.id for p in rules.principles}
 
@@ -56,15 +59,8 @@ def command(
 
     if direct:
         rules.require_principles()
-    params, fmt = sampling.params(), model.format
-
-    def make_step(backend, done):
-        sampler = supervised.Sampler(backend, params, fmt)
-        if direct:
-            return lambda batch: supervised.revise_direct(sampler, rules, batch)
-        return lambda batch: supervised.revise(sampler, rules, batch)
-
+    action = supervised.revise_direct if direct else supervised.revise
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                make_step=make_step, steps=("response", "revision") if direct else ("revision",),
+                step=supervised.step(action, sampling.params(), model.format, rules),
                 validate=check_for_critique if direct else validate,
                 describe="revising directly" if direct else "revising")

@@ -1,25 +1,24 @@
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
 
-import typer
+from caitool.commands._flags import flag
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-from caitool.commands._flags import command
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
-
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-dpo"
 EXAMPLE = """    caitool train-dpo prefs.jsonl -m ./sft -o ./dpo --beta 0.1
     caitool train-dpo prefs.jsonl -m ./sft -o ./dpo --loss_type ipo --report-to tensorboard"""
 
 
-@command
-def command(
-    inputs: Inputs = None,
-    beta: Annotated[float | None, typer.Option(
-        "--beta", help="Strength of the pull towards the starting model (TRL default 0.1).")] = None,
-    train: TrainFlags = None,
-) -> None:
+@dataclass
+class DPOFlags:
+    beta: float | None = flag(None, "--beta",
+                              help="Strength of the pull towards the starting model (TRL default 0.1).")
+
+
+@training("caitool.training.dpo", DPOFlags)
+def command(train: TrainFlags, own: DPOFlags, asked: Request) -> None:
     """Direct preference optimisation on preference records: the alternative to train-rm + train-ppo.
 
     Reads TRL preference rows ('prompt', 'chosen', 'rejected'), as 'caitool compare' writes
@@ -31,4 +30,4 @@ def command(
     """
     from caitool.training import dpo
 
-    run(dpo, NAME, inputs, train, beta=beta)
+    dpo.train(NAME, asked, train, beta=own.beta)

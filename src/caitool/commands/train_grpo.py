@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-from caitool.commands._flags import command
 from caitool.commands._rl import RLFlags
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-grpo"
 EXAMPLE = """    caitool train-grpo red_team.jsonl helpful.jsonl -m ./sft -r ./rm -o ./grpo --kl-coef 0.05
     caitool train-grpo red_team.jsonl -m ./sft -r ./rm --reward rm+judge --judge ./judge -o ./grpo"""
 
 
-@command
-def command(inputs: Inputs = None, rl: RLFlags = None, train: TrainFlags = None) -> None:
+@training("caitool.training.grpo", RLFlags)
+def command(train: TrainFlags, rl: RLFlags, asked: Request) -> None:
     """GRPO of a policy on prompt records: the RL stage without PPO's value model.
 
     Each prompt gets --group-size responses; each response's advantage is its reward less
@@ -27,4 +26,4 @@ def command(inputs: Inputs = None, rl: RLFlags = None, train: TrainFlags = None)
     """
     from caitool.training import grpo
 
-    run(grpo, NAME, inputs, train, options=rl.options())
+    grpo.train(NAME, asked, train, options=rl.options())

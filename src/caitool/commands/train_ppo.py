@@ -1,36 +1,36 @@
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
 
-import typer
+from caitool.commands._flags import flag
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-from caitool.commands._flags import command
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
-
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-ppo"
 EXAMPLE = """    caitool train-ppo red_team.jsonl -m ./sft -r ./rm -o ./rl --kl-coef 0.05
     caitool train-ppo red_team.jsonl -m ./sft -r ./rm -o ./rl --num_ppo_epochs 2 --whiten_rewards"""
 
 
-@command
-def command(
-    inputs: Inputs = None,
-    reward_model: Annotated[str | None, typer.Option(
-        "-r", "--reward-model", help="The reward model (from train-rm); must share the policy's tokenizer.")] = None,
-    value_model: Annotated[str | None, typer.Option(
-        "--value-model", help="Where the value model starts (default: the reward model).")] = None,
-    kl_coef: Annotated[float | None, typer.Option(
-        "--kl-coef", help="Weight of the KL penalty to the starting policy (TRL default 0.05).")] = None,
-    missing_eos_penalty: Annotated[float | None, typer.Option(
-        "--missing-eos-penalty", help="Subtracted from the score of a response that never ends (default 1.0).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(
-        "--max-new-tokens", help="Most tokens per response (default: caitool generate's default, "
-                                 "the length the SFT data was written at).")] = None,
-    temperature: Annotated[float | None, typer.Option(
-        "--temperature", help="Sampling temperature of the rollouts (TRL default 0.7).")] = None,
-    train: TrainFlags = None,
-) -> None:
+@dataclass
+class PPOFlags:
+    reward_model: str | None = flag(None, "-r", "--reward-model",
+                                    help="The reward model (from train-rm); must share the policy's tokenizer.")
+    value_model: str | None = flag(None, "--value-model",
+                                   help="Where the value model starts (default: the reward model).")
+    kl_coef: float | None = flag(None, "--kl-coef",
+                                 help="Weight of the KL penalty to the starting policy (TRL default 0.05).")
+    missing_eos_penalty: float | None = flag(None, "--missing-eos-penalty",
+                                             help="Subtracted from the score of a response that never ends "
+                                                  "(default 1.0).")
+    max_new_tokens: int | None = flag(None, "--max-new-tokens",
+                                      help="Most tokens per response (default: caitool generate's default, "
+                                           "the length the SFT data was written at).")
+    temperature: float | None = flag(None, "--temperature",
+                                     help="Sampling temperature of the rollouts (TRL default 0.7).")
+
+
+@training("caitool.training.ppo", PPOFlags)
+def command(train: TrainFlags, own: PPOFlags, asked: Request) -> None:
     """PPO of a policy against a reward model on prompt records (the paper's RL stage).
 
     The reward is the reward model's score minus a KL penalty to the starting policy.
@@ -44,6 +44,7 @@ def command(
     """
     from caitool.training import ppo
 
-    run(ppo, NAME, inputs, train, reward_model=reward_model, value_model=value_model,
-        kl_coef=kl_coef, missing_eos_penalty=missing_eos_penalty,
-        max_new_tokens=max_new_tokens, temperature=temperature)
+    ppo.require_ppo()
+    ppo.train(NAME, asked, train, reward_model=own.reward_model, value_model=own.value_model,
+              kl_coef=own.kl_coef, missing_eos_penalty=own.missing_eos_penalty,
+              max_new_tokens=own.max_new_tokens, temperature=own.temperature)

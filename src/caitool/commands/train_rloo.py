@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-from caitool.commands._flags import command
 from caitool.commands._rl import RLFlags
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-rloo"
 EXAMPLE = """    caitool train-rloo red_team.jsonl helpful.jsonl -m ./sft -r ./rm -o ./rloo --group-size 4
     caitool train-rloo red_team.jsonl -m ./sft --reward judge --judge ./judge -c harmless -o ./rloo"""
 
 
-@command
-def command(inputs: Inputs = None, rl: RLFlags = None, train: TrainFlags = None) -> None:
+@training("caitool.training.rloo", RLFlags)
+def command(train: TrainFlags, rl: RLFlags, asked: Request) -> None:
     """RLOO of a policy on prompt records: the RL stage without PPO's value model.
 
     Each prompt gets --group-size responses; each response's baseline is the mean reward of
@@ -27,4 +26,4 @@ def command(inputs: Inputs = None, rl: RLFlags = None, train: TrainFlags = None)
     """
     from caitool.training import rloo
 
-    run(rloo, NAME, inputs, train, options=rl.options())
+    rloo.train(NAME, asked, train, options=rl.options())

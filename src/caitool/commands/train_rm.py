@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
 
-import typer
+from caitool.commands._flags import flag
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-from caitool.commands._flags import command
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
-
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-rm"
 EXAMPLE = """    caitool train-rm prefs.jsonl -m ./sft -o ./rm --epochs 1
     caitool train-rm prefs.jsonl -m ./sft -o ./rm --labels hard --margin 0.5
@@ -15,29 +13,30 @@ EXAMPLE = """    caitool train-rm prefs.jsonl -m ./sft -o ./rm --epochs 1
     caitool train-rm rated.jsonl -m ./sft -o ./harm --target rating   # a score model"""
 
 
-@command
-def command(
-    inputs: Inputs = None,
-    target: Annotated[str | None, typer.Option(
-        "--target", metavar="FIELD",
-        help="Learn this numeric field of each record (e.g. a red-team 'rating') by regression "
-             "instead of preferences: a score model for 'caitool eval --score-model'.")] = None,
-    labels: Annotated[str, typer.Option(
-        "--labels", help="soft: learn p_chosen itself; hard: chosen beats rejected; auto: soft "
-                         "when the data has p_chosen.")] = "auto",
-    margin: Annotated[float | None, typer.Option(
-        "--margin", help="Margin the preferred answer must win by (a record's 'margin' wins).")] = None,
-    eval_split: Annotated[float, typer.Option(
-        "--eval-split", help="Fraction of each input file's prompts held out to measure pairwise "
-                             "accuracy (with --target: the error) per file and overall.")] = 0.1,
-    eval_file: Annotated[list[str] | None, typer.Option(
-        "--eval-file", help="Held-out preference records (instead of --eval-split); several are "
-                            "measured one by one.")] = None,
-    too_long: Annotated[str, typer.Option(
-        "--too-long", help="Pairs over --max-length: truncate (keep the end, where the score is "
-                           "read), skip, or error. Each is reported.")] = "truncate",
-    train: TrainFlags = None,
-) -> None:
+@dataclass
+class RMFlags:
+    target: str | None = flag(None, "--target", metavar="FIELD",
+                              help="Learn this numeric field of each record (e.g. a red-team 'rating') "
+                                   "by regression instead of preferences: a score model for "
+                                   "'caitool eval --score-model'.")
+    labels: str = flag("auto", "--labels",
+                       help="soft: learn p_chosen itself; hard: chosen beats rejected; auto: soft "
+                            "when the data has p_chosen.")
+    margin: float | None = flag(None, "--margin",
+                                help="Margin the preferred answer must win by (a record's 'margin' wins).")
+    eval_split: float = flag(0.1, "--eval-split",
+                             help="Fraction of each input file's prompts held out to measure pairwise "
+                                  "accuracy (with --target: the error) per file and overall.")
+    eval_file: list[str] | None = flag(None, "--eval-file",
+                                       help="Held-out preference records (instead of --eval-split); "
+                                            "several are measured one by one.")
+    too_long: str = flag("truncate", "--too-long",
+                         help="Pairs over --max-length: truncate (keep the end, where the score is "
+                              "read), skip, or error. Each is reported.")
+
+
+@training("caitool.training.rm", RMFlags)
+def command(train: TrainFlags, own: RMFlags, asked: Request) -> None:
     """Train a reward (preference) model: a one-output sequence classifier, from preference records.
 
     With --target FIELD it is a score model instead: it learns to predict FIELD (a number on
@@ -54,12 +53,12 @@ def command(
     """
     from caitool.training import rm
 
-    if target is not None:
+    if own.target is not None:
         from caitool.training import score_model
 
-        rm.check_options(labels, too_long, eval_split, margin, target)
-        run(score_model, NAME, inputs, train, target=target, eval_split=eval_split,
-            eval_inputs=eval_file, too_long=too_long)
+        rm.check_options(own.labels, own.too_long, own.eval_split, own.margin, own.target)
+        score_model.train(NAME, asked, train, target=own.target, eval_split=own.eval_split,
+                          eval_inputs=own.eval_file, too_long=own.too_long)
         return
-    run(rm, NAME, inputs, train, labels=labels, margin=margin, eval_split=eval_split,
-        eval_inputs=eval_file, too_long=too_long)
+    rm.train(NAME, asked, train, labels=own.labels, margin=own.margin, eval_split=own.eval_split,
+             eval_inputs=own.eval_file, too_long=own.too_long)

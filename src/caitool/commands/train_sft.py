@@ -1,27 +1,26 @@
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
 
-import typer
+from caitool.commands._flags import flag
+from caitool.commands._training import TrainFlags, training
+from caitool.training.args import Request
 
-from caitool.commands._flags import command
-from caitool.commands._training import EXTRA_FLAGS, Inputs, TrainFlags, run
-
-CONTEXT_SETTINGS = EXTRA_FLAGS
 NAME = "train-sft"
 EXAMPLE = """    caitool train-sft round4.jsonl helpful.jsonl -m BASE -o sft --all-rounds
     caitool train-sft data.jsonl -m BASE -o sft --warmup_steps 0.1 --lr_scheduler_type cosine
     accelerate launch --multi_gpu --num_processes 8 -m caitool train-sft data.jsonl -m BASE -o sft"""
 
 
-@command
-def command(
-    inputs: Inputs = None,
-    all_rounds: Annotated[bool, typer.Option(
-        "--all-rounds", help="Train on the revision of every round (one example per round), "
-                             "not only the final response.")] = False,
-    train: TrainFlags = None,
-) -> None:
+@dataclass
+class SFTFlags:
+    all_rounds: bool = flag(False, "--all-rounds",
+                            help="Train on the revision of every round (one example per round), "
+                                 "not only the final response.")
+
+
+@training("caitool.training.sft", SFTFlags)
+def command(train: TrainFlags, own: SFTFlags, asked: Request) -> None:
     """Supervised fine-tuning on revised responses (the paper's SL-CAI stage), with TRL.
 
     Reads caitool records ('prompt' or 'messages', and 'response'), 'prompt'/'completion'
@@ -33,4 +32,4 @@ def command(
     """
     from caitool.training import sft
 
-    run(sft, NAME, inputs, train, all_rounds=all_rounds)
+    sft.train(NAME, asked, train, all_rounds=own.all_rounds)

@@ -18,7 +18,7 @@ import yaml
 from caitool.constitution.formats import anthropic, caitool_yaml, hf_recipe, langchain
 from caitool.constitution.model import Constitution, ConstitutionError, validate
 from caitool.errors import CaitoolError
-from caitool.io import yaml_safe
+from caitool.io import files, yaml_safe
 
 
 def search_path() -> list[Path]:
@@ -56,12 +56,7 @@ def load(name_or_path: str) -> Constitution:
     if path.is_dir():
         return anthropic.load_dir(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConstitutionError(source, "not UTF-8 text") from None
-    except OSError as exc:
-        raise ConstitutionError(source, f"cannot read: {exc.strerror or exc}") from None
+    text = files.read_text(source, "constitution")
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml_safe.load(text)
     except json.JSONDecodeError as exc:

@@ -190,6 +190,10 @@ class _Guarded(io.RawIOBase):
         return self._call("readline", -1 if size is None else size)
 
     def read(self, size: int | None = -1) -> bytes:
+        # One step of decompression at a time: a read that runs into damage loses what it
+        # had already decompressed, so the rows before the damage must come out first.
+        if size is not None and size > 0 and hasattr(self.stream, "read1"):
+            return self._call("read1", size)
         return self._call("read", -1 if size is None else size)
 
     def peek(self, size: int = 1) -> bytes:

@@ -20,8 +20,7 @@ from caitool import schema
 from caitool.errors import CaitoolError, InputError
 from caitool.imports import readers
 from caitool.imports.formats import FORMATS, Format, Options
-from caitool.io.jsonl import RecordWriter, check_writable, same_file, source_name
-from caitool.io.stream import batches
+from caitool.io.jsonl import RecordWriter, check_outputs, source_name
 
 Record = dict[str, Any]
 BATCH = 256
@@ -77,12 +76,9 @@ def check_inputs(paths: list[str], output: str | None) -> None:
         raise CaitoolError("no input: give one or more files (- for stdin)")
     if paths.count("-") > 1:
         raise CaitoolError("stdin (-) can be read only once")
-    check_writable(output)
     for path in paths:
         readers.check_path(path)
-        if output not in (None, "-") and same_file(path, output):
-            raise CaitoolError(f"-o {output} is the input file {path}: writing would destroy the "
-                               "rows still to be read; write to another file")
+    check_outputs([("-o", output)], [("", path) for path in paths])
 
 
 def run(name: str, paths: list[str], options: Options, output: str | None = None,
@@ -99,8 +95,19 @@ def run(name: str, paths: list[str], options: Options, output: str | None = None
             on_skip(error)
 
     with RecordWriter(output, flag="-o") as writer:
-        for batch in batches(_records(fmt, paths, options, stats, skip_invalid, skipped), batch_size):
+        batch: list[Record] = []
+        try:
+            for _, record in _records(fmt, paths, options, stats, skip_invalid, skipped):
+                batch.append(record)
+                if len(batch) >= batch_size:
+                    whole, batch = batch, []
+                    stats.written += writer.write(whole)
+        except CaitoolError:
+            # Whatever ends the rows (a bad row, a file cut short, an empty second file),
+            # the records read before it are written first (none if the writer failed).
             stats.written += writer.write(batch)
+            raise
+        stats.written += writer.write(batch)
     if not stats.written and stats.skipped:
         raise CaitoolError(f"no row could be imported as {name} ({stats.skipped} skipped); is "
                            f"this {name} data?")

@@ -7,7 +7,6 @@ downstream command in a pipe starts work before this one ends.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -18,10 +17,18 @@ from typing import Any, BinaryIO
 
 from caitool.errors import CaitoolError, InputError
 from caitool.io import values
-from caitool.io.output import RecordWriter, check_writable, lock_holder, stdout_closed, write_text
+from caitool.io.output import (
+    RecordWriter,
+    check_outputs,
+    check_writable,
+    lock_holder,
+    same_file,
+    stdout_closed,
+    write_text,
+)
 
-__all__ = ["RecordWriter", "check_writable", "done_ids", "iter_records", "lock_holder",
-           "parse_line", "same_file", "source_name", "stdout_closed", "write_text"]
+__all__ = ["RecordWriter", "check_outputs", "check_writable", "done_ids", "iter_records",
+           "lock_holder", "parse_line", "same_file", "source_name", "stdout_closed", "write_text"]
 
 Validator = Callable[[dict[str, Any]], "str | None"]
 BOM = b"\xef\xbb\xbf"
@@ -162,16 +169,3 @@ def ids_in(lines: Iterable[bytes], source: str) -> set[str]:
         if record is not None and "id" in record:
             ids.add(str(record["id"]))
     return ids
-
-
-def same_file(a: str | None, b: str) -> bool:
-    """Whether path ``b`` is the file ``a`` names (``-``/None: whatever stdin reads), through
-    links and /dev/stdin."""
-    try:
-        if a in (None, "-"):
-            mine = os.fstat(sys.stdin.fileno())
-            theirs = os.stat(b)
-            return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
-        return os.path.exists(b) and os.path.samefile(a, b)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        return False  # no file behind stdin (a pipe, a test's buffer), or nothing there yet

@@ -66,6 +66,54 @@ def check_writable(path: str | None, flag: str | None = "-o") -> None:
         raise CaitoolError(f"{where}: cannot write there ({_reason(exc)})") from None
 
 
+def same_file(a: str | None, b: str) -> bool:
+    """Whether path ``b`` is the file ``a`` names (``-``/None: whatever stdin reads), through
+    links and /dev/stdin."""
+    try:
+        if a in (None, "-"):
+            mine = os.fstat(sys.stdin.fileno())
+            theirs = os.stat(b)
+            return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
+        return os.path.exists(b) and os.path.samefile(a, b)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # no file behind stdin (a pipe, a test's buffer), or nothing there yet
+
+
+Named = tuple[str, "str | None"]  # (the flag or role, e.g. "--rows"; the path)
+
+
+def _one_place(a: str, b: str) -> bool:
+    """Whether two output paths end in the same place, existing yet or not."""
+    if a == "-" or b == "-":
+        return a == b
+    if os.path.exists(b) and not stat.S_ISREG(os.stat(b).st_mode):
+        return False  # /dev/null takes any number of writers
+    return os.path.realpath(a) == os.path.realpath(b) or same_file(a, b)
+
+
+def check_outputs(outputs: Iterable[Named], inputs: Iterable[Named] = ()) -> None:
+    """Fail now, before any work, if an output cannot be written (:func:`check_writable`),
+    is one of the inputs, or is another output: either would destroy what was read or
+    written first. Paths of None are not given; '-' is stdin or stdout."""
+    given = [(flag, path) for flag, path in outputs if path is not None]
+    sources = [(flag, path) for flag, path in inputs if path is not None]
+    for index, (flag, path) in enumerate(given):
+        check_writable(path, flag)
+        if path != "-":
+            for role, source in sources:
+                if same_file(source, path):
+                    named = ("stdin" if source == "-" else f"{role} {source}" if role
+                             else source if source != path else "")
+                    shown = f" ({named})" if named else ""
+                    raise CaitoolError(f"{flag} {path} is the input file{shown}: writing would "
+                                       "destroy it; write to another file")
+        for other_flag, other in given[:index]:
+            if _one_place(other, path):
+                where = "stdout" if path == "-" else path
+                raise CaitoolError(f"{other_flag} and {flag} both write to {where}: one would "
+                                   "overwrite the other; give each its own file")
+
+
 def lock_holder(path: str) -> str | None:
     """The pid holding a lock on ``path``, from /proc/locks (Linux); None if unknown."""
     try:

@@ -1,9 +1,16 @@
-"""The batch loop every record command shares: read, skip what is done, process, write.
+"""The one batch loop every record command runs: read, skip what is done, batch, run, write.
 
-A step gets a batch of records and gives back a :class:`StepResult`: the records to write and
-the ids of those that failed for good (a remote server that kept erroring), with the reason.
-Failed records are named on stderr and left out of the output; the others are written, and
-the run ends with an error once the input is done, so ``--resume`` redoes only the failed.
+How a step's batches run is the :class:`Executor` passed in: here, one after another
+(:class:`InProcess`), as a dry run that writes the requests instead
+(:class:`caitool.backends.dry_run.DryRun`), or on Ray replicas
+(:class:`caitool.scaling.engine.OnRay`). The loop is the same for all: the same records,
+ids, shards, batches (and with them seeds), resume and writer.
+
+A step gets a :class:`Batch` of records and gives back a :class:`StepResult`: the records to
+write and the ids of those that failed for good (a remote server that kept erroring), with
+the reason. Failed records are named on stderr and left out of the output; the others are
+written, and the run ends with an error once the input is done, so ``--resume`` redoes only
+the failed.
 """
 
 from __future__ import annotations
@@ -25,10 +32,59 @@ from caitool.io.jsonl import (
     same_file,
     source_name,
 )
+from caitool.scaling import is_uri
 from caitool.schema import ensure_id
 
 Record = dict[str, Any]
-Batch = list[Record]
+
+
+class Batch(list):
+    """The records of one batch, as a step gets them. ``written``: with ``--resume``, the
+    ids already in the output of records that these records make several of (compare's
+    pairs, ``ID:I-J``), so that the step redoes none of them."""
+
+    written: frozenset[str] = frozenset()
+
+
+# A step's maker: given the executor's backend (None for a step with no model), the
+# function of a batch. Ray replicas get it pickled, so it holds settings, not a backend.
+Bind = Callable[[Any], Callable[[Batch], "StepResult"]]
+
+
+class Executor:
+    """How a step's batches run: entered once around the loop, then ``map`` over every
+    batch; results may come back in another order than the batches went in."""
+
+    object_storage = False  # whether input and -o may be s3://, gs://... URIs
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def map(self, batches: Iterable[Batch]) -> Iterator[StepResult]:
+        raise NotImplementedError
+
+
+class InProcess(Executor):
+    """Each batch in this process, in order, on one backend made on entry (or none)."""
+
+    def __init__(self, bind: Bind, create: Callable[[], Any] | None = None):
+        self._bind, self._create = bind, create
+        self._backend: Any = None
+
+    def __enter__(self) -> InProcess:
+        self._backend = self._create() if self._create else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+    def map(self, batches: Iterable[Batch]) -> Iterator[StepResult]:
+        step = self._bind(self._backend)
+        return (step(batch) for batch in batches)
 
 
 @dataclass
@@ -51,9 +107,17 @@ class StreamStats:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def batches(records: Iterator[tuple[int, Record]], size: int) -> Iterator[Batch]:
-    """Group records; a bad line ends the stream only after the batch before it is yielded."""
-    batch: Batch = []
+def batches(records: Iterator[tuple[int, Record]], size: int,
+            parts: dict[str, set[str]] | None = None) -> Iterator[Batch]:
+    """Group records; a bad line ends the stream only after the batch before it is yielded.
+    ``parts``: written ids by the id of the record they were made from (see Batch)."""
+    batch = Batch()
+
+    def done() -> Batch:
+        if parts:
+            batch.written = frozenset(p for r in batch for p in parts.get(str(r.get("id")), ()))
+        return batch
+
     while True:
         try:
             _, record = next(records)
@@ -61,14 +125,24 @@ def batches(records: Iterator[tuple[int, Record]], size: int) -> Iterator[Batch]
             break
         except InputError:
             if batch:
-                yield batch
+                yield done()
             raise
         batch.append(record)
         if len(batch) >= size:
-            yield batch
-            batch = []
+            yield done()
+            batch = Batch()
     if batch:
-        yield batch
+        yield done()
+
+
+def written_parts(finished: set[str]) -> dict[str, set[str]]:
+    """The ids ``ID:SUFFIX`` among those written, by ``ID``: the records a step made
+    several of from one input record (compare's other pairs)."""
+    parts: dict[str, set[str]] = {}
+    for written in finished:
+        if ":" in written:
+            parts.setdefault(written.rsplit(":", 1)[0], set()).add(written)
+    return parts
 
 
 def parse_shard(spec: str | None) -> tuple[int, int] | None:
@@ -153,7 +227,7 @@ def write_result(command: str, writer: RecordWriter, result: StepResult, stats: 
 def run(
     command: str,
     input: str | None,
-    process: Callable[[Batch], StepResult],
+    process: Executor | Callable[[Batch], StepResult],
     *,
     output: str | None = None,
     batch_size: int = 16,
@@ -165,28 +239,33 @@ def run(
     records: Iterable[tuple[int, Record]] | None = None,
     finish: Callable[[StepResult], StepResult] | None = None,
 ) -> StreamStats:
-    """Stream ``input`` through ``process`` batch by batch into ``output`` (stdout if None).
+    """Stream ``input`` through ``process`` (an executor, or a step to run here) batch by
+    batch into ``output`` (stdout if None).
 
     ``records`` (numbered) stand in for reading ``input`` when a command makes its own work
-    items (red-team's requests); ``finish`` sees each batch's result here, in order, before
-    it is written, for what must be decided in one place (red-team's de-duplication)."""
+    items (red-team's requests); ``finish`` sees each batch's result here, in the order the
+    results come, before it is written, for what must be decided in one place (red-team's
+    de-duplication)."""
+    executor = process if isinstance(process, Executor) else InProcess(lambda _: process)
     check_run(input, output, batch_size, resume)
+    for path in (input, output):
+        if is_uri(path) and not executor.object_storage:
+            raise CaitoolError(f"{path}: object storage is read and written with --ray")
     stats = StreamStats()
     started = time.perf_counter()
     part = parse_shard(shard)
-    total = None if part or records is not None else count_lines(input)
+    total = None if part or records is not None or is_uri(input) else count_lines(input)
 
-    with RecordWriter(output, append=resume, flag="-o") as writer:
+    with executor, _writer(output, resume) as writer:
         # Read what is done only once the output is ours (the writer holds its lock).
-        finished = done_ids(output) if resume else set()
+        finished = _done_ids(output) if resume else set()
         if records is None:
-            records = iter_records(input, validate, skip_invalid, skipper(command, stats))
+            records = _read(input, validate, skip_invalid, skipper(command, stats))
         pending = select(command, iter(records), source_name(input), stats, finished, part)
         try:
             with console.progress(describe, total) as advance:
                 shown = 0
-                for batch in batches(pending, batch_size):
-                    result = process(batch)
+                for result in executor.map(batches(pending, batch_size, written_parts(finished))):
                     write_result(command, writer, finish(result) if finish else result, stats)
                     advance(stats.read - shown)
                     shown = stats.read
@@ -194,6 +273,31 @@ def run(
             stats.seconds = time.perf_counter() - started
     report(command, stats)
     return stats
+
+
+def _writer(output: str | None, resume: bool) -> Any:
+    if is_uri(output):
+        from caitool.scaling import storage
+
+        return storage.ShardWriter(output, append=resume)  # type: ignore[arg-type]
+    return RecordWriter(output, append=resume, flag="-o")
+
+
+def _done_ids(output: str | None) -> set[str]:
+    if is_uri(output):
+        from caitool.scaling import storage
+
+        return storage.done_ids_under(output)  # type: ignore[arg-type]
+    return done_ids(output)  # type: ignore[arg-type]
+
+
+def _read(input: str | None, validate: Validator | None, skip_invalid: bool,
+          skipped: Callable[[InputError], None]) -> Iterator[tuple[int, Record]]:
+    if is_uri(input):
+        from caitool.scaling import storage
+
+        return storage.iter_uri_records(input, validate, skip_invalid, skipped)  # type: ignore[arg-type]
+    return iter_records(input, validate, skip_invalid, skipped)
 
 
 def report(command: str, stats: StreamStats) -> None:

@@ -65,7 +65,6 @@ def connect(options: RayOptions, env: dict[str, str]) -> Any:
         import ray
     except ImportError:
         raise CaitoolError("--ray needs Ray Data: pip install 'caitool[ray]'") from None
-    import ray.data
 
     address = options.address or "local"
     # A local Ray's workers inherit this process's environment; a cluster's need it sent
@@ -78,13 +77,6 @@ def connect(options: RayOptions, env: dict[str, str]) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CaitoolError(f"cannot reach the Ray cluster at {address}: {first}") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    context.enable_auto_log_stats = False
-    # Every batch its own block: blocks are otherwise packed up to 128 MiB, and a feed of
-    # small batches would reach the replicas all at once at the end instead of streaming.
-    context.target_max_block_size = 1
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return ray

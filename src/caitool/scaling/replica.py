@@ -1,11 +1,10 @@
 """One model replica: an actor that builds its backend once and runs the stage's step.
 
-Ray Data constructs :class:`Replica` on each actor of the pool from plain, picklable
-arguments (a :class:`BackendSpec`, the command's step factory, the ids already written)
-and calls it with rows that each hold one pickled batch, exactly the batch the plain loop
-would have made, so seeds and outputs are the same. A batch whose step raises is retried
-record by record, so that one bad record (an over-long prompt) fails alone, with its id,
-and the others are written.
+The Ray executor starts :class:`Replica` on each actor from plain, picklable arguments (a
+:class:`BackendSpec` and the command's step maker) and sends it pickled batches, exactly the
+batches the plain loop makes, so seeds and outputs are the same. A batch whose step raises
+is retried record by record, so that one bad record (an over-long prompt) fails alone, with
+its id, and the others are written.
 """
 
 from __future__ import annotations
@@ -16,11 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caitool.errors import CaitoolError
-from caitool.io.stream import Batch, StepResult
-
-# make_step(backend, done) -> step: ``done`` holds the ids already in the output (empty
-# unless resuming), for steps that write several records per input record (compare).
-StepFactory = Callable[[Any, "set[str] | None"], Callable[[Batch], StepResult]]
+from caitool.io.stream import Batch, Bind, StepResult
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ def reason(exc: BaseException) -> str:
 def run_batch(step: Callable[[Batch], StepResult], payload: bytes) -> StepResult:
     """The step on one pickled batch. If it raises, each record is tried alone (from a
     fresh copy: a step changes its records in place) and those that still raise fail."""
-    batch: Batch = pickle.loads(payload)
+    batch: Batch = pickle.loads(payload)  # a fresh copy for each try: steps change records
     try:
         return step(batch)
     except Exception as exc:  # noqa: BLE001 - whatever a record does, the job goes on
@@ -61,7 +56,9 @@ def run_batch(step: Callable[[Batch], StepResult], payload: bytes) -> StepResult
     failed: dict[str, str] = {}
     for record in pickle.loads(payload):
         try:
-            result = step([record])
+            alone = Batch([record])
+            alone.written = getattr(batch, "written", frozenset())
+            result = step(alone)
         except Exception as exc:  # noqa: BLE001
             failed[str(record.get("id"))] = reason(exc)
             continue
@@ -79,9 +76,9 @@ class Broken:
 
 
 class Replica:
-    """The callable class Ray Data runs on every actor of the pool."""
+    """What runs on every actor of the pool: one backend, one step, batch after batch."""
 
-    def __init__(self, spec: BackendSpec, make_step: StepFactory, done: set[str] | None = None):
+    def __init__(self, spec: BackendSpec, bind: Bind):
         self.backend = None
         self.broken: Broken | None = None
         try:
@@ -89,16 +86,12 @@ class Replica:
             # Load the model now, before any batch: one that cannot load ends the job in one
             # line rather than failing every record one by one.
             self.backend.has_chat_template()
-            self.step = make_step(self.backend, set(done or ()))
+            self.step = bind(self.backend)
         except Exception as exc:  # noqa: BLE001 - reported by the driver, not as a traceback
             self.broken = Broken(reason(exc))
 
-    def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
-        results = [pickle.dumps(self.broken or run_batch(self.step, bytes(payload)))
-                   for payload in rows["batch"]]
-        return {"result": np.array(results, dtype=object)}
+    def run(self, payload: bytes) -> StepResult | Broken:
+        return self.broken or run_batch(self.step, payload)
 
     def __del__(self) -> None:
         if self.backend is not None:

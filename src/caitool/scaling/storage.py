@@ -32,15 +32,21 @@ def _filesystem(uri: str) -> tuple[Any, str]:
         raise CaitoolError(f"{uri}: cannot open it ({str(exc).splitlines()[0]})") from None
 
 
-def iter_uri_records(ray: Any, uri: str, validate: Validator | None = None,
+def iter_uri_records(uri: str, validate: Validator | None = None,
                      skip_invalid: bool = False,
                      on_skip: Callable[[InputError], None] | None = None,
                      ) -> Iterator[tuple[int, Record]]:
     """``(line number, record)`` from ``uri``, a JSONL file or a directory of them, file by
     file in path order (so that batches, and with them the seeds, are the same each run)."""
+    import ray.data  # Ray itself is connected by the Ray executor before the loop reads
+
     paths = _jsonl_files(uri)
     if not paths:
         return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
     # The reads hold no CPU: the replicas may hold them all, and reading only waits on I/O.
     files = ray.data.read_binary_files(paths, include_paths=True, num_cpus=0)
     files.context.execution_options.preserve_order = True

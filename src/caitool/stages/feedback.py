@@ -15,7 +15,7 @@ from typing import Any
 
 from caitool.backends.base import Backend
 from caitool.constitution import Constitution
-from caitool.io.stream import StepResult
+from caitool.io.stream import Bind, StepResult
 from caitool.schema import add_provenance, conversation, trl_prompt
 from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge_each, judge_format
 
@@ -143,6 +143,14 @@ def compare(backend: Backend, constitution: Constitution, records: list[Record],
         add_provenance(result, "compare", {**about, "method": judgment.method})
         out.append(result)
     return StepResult(out, failed)
+
+
+def compare_step(constitution: Constitution, settings: JudgeSettings, options: LabelOptions) -> Bind:
+    """:func:`compare` as the batch loop runs it, skipping the pairs a resumed run wrote."""
+    def bind(backend: Backend) -> Any:
+        return lambda batch: compare(backend, constitution, batch, settings, options,
+                                     skip_ids=batch.written)
+    return bind
 
 
 # -- preferences by construction -----------------------------------------------------------------

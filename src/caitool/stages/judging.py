@@ -210,11 +210,12 @@ def judge_each(backend: Backend, constitution: Constitution, items: list[PairIte
     clamp = settings.effective_clamp()
     requests = requests_for(constitution, items, settings)
 
-    def prompt(request: _Request, reasoning: str | None = None) -> Prompt:
+    def prompt(request: _Request, reasoning: str | None = None, step: str = "judge") -> Prompt:
         first, second = request.options(items[request.item])
         return render.comparison_prompt(constitution, items[request.item].messages,
                                          request.principle, first, second, fmt,
-                                         reasoning=reasoning, cot=settings.cot)
+                                         reasoning=reasoning, cot=settings.cot,
+                                         ).serving(items[request.item].id, step)
 
     owner = [request.item for request in requests]
     failed: dict[int, str] = {}
@@ -225,7 +226,7 @@ def judge_each(backend: Backend, constitution: Constitution, items: list[PairIte
                                 stop=render.reasoning_stop(constitution),
                                 seed=_reasoning_seed(settings.seed, items))
         every = list(range(len(requests)))
-        outputs = _ask(lambda: backend.generate([prompt(r) for r in requests], params),
+        outputs = _ask(lambda: backend.generate([prompt(r, step="reasoning") for r in requests], params),
                        every, failed, owner)
         reasonings = [samples[0].strip() if samples else None for samples in outputs]
     live = [k for k, request in enumerate(requests) if request.item not in failed]

@@ -48,6 +48,10 @@ _OPENINGS = re.compile(r"^(?:" + "|".join(re.escape(p) for p in NOT_A_PROMPT) + 
 _LABEL = re.compile(r"^\s*(?:(?:new\s+)?(?:request|message|prompt)\s*(?:\d+\s*)?:|\d+\s*[.)]|[-*\u2022])\s*",
                     re.IGNORECASE)
 _QUOTES = "\"'\u201c\u201d\u2018\u2019`"
+# Replies in a row that all fail the filters before a run stops short of -n: the rest of the
+# budget would go the same way (a model that only refuses, or that has made every prompt it
+# can), while at any keep rate worth having a run this long keeps at least one.
+STALL = 256
 _ENDINGS = tuple(".?!\"')]\u201d\u2019\u2026")
 
 REASONS = {
@@ -155,7 +159,7 @@ def requests(plan: Plan, sieve: Sieve | None, limit: int) -> Iterator[tuple[int,
     """Numbered requests, made as they are asked for: at most ``limit``, and none once the
     sieve has what it wants (without a sieve, as for a dry run: exactly ``limit``)."""
     for index in range(limit):
-        if sieve is not None and sieve.full:
+        if sieve is not None and (sieve.full or sieve.stalled):
             return
         yield index + 1, plan.request_record(index)
 
@@ -192,10 +196,16 @@ class Sieve:
     kept: int = 0
     counts: Counter = field(default_factory=Counter)
     surplus: int = 0
+    judged: int = 0       # replies seen this run
+    since_kept: int = 0   # of them, those after the last one kept
 
     @property
     def full(self) -> bool:
         return self.kept >= self.target
+
+    @property
+    def stalled(self) -> bool:
+        return not self.full and self.since_kept >= STALL
 
     def add_seeds(self, plan: Plan) -> None:
         self.index.add_texts([ORIGINS["seed"] + s for s in plan.seeds], list(plan.seeds.values()))
@@ -217,6 +227,8 @@ class Sieve:
         for record in result.records:
             if str(record.get("id")) in result.failed:
                 continue
+            self.judged += 1
+            self.since_kept += 1
             problem = record.pop(REJECTED, None)
             if problem:
                 self.counts[problem] += 1
@@ -234,6 +246,7 @@ class Sieve:
                 self.surplus += 1
             else:
                 self.kept += 1
+                self.since_kept = 0
                 kept.append(record)
         return StepResult(kept, result.failed)
 
@@ -246,3 +259,16 @@ class Sieve:
         if self.surplus:
             text += f"; {self.surplus} beyond -n left out"
         return text
+
+    def shortfall(self, limit: int) -> str | None:
+        """Why the run ended with fewer than ``target`` kept (``limit``: the requests it could
+        make), or None."""
+        if self.full:
+            return None
+        if self.stalled:
+            return (f"stopped after {self.judged} requests with {self.kept} of {self.target} "
+                    f"prompts kept: the last {self.since_kept} replies all failed the filters, "
+                    "so the rest would too; loosen --near-duplicates or the length limits, or "
+                    "give other seeds or another model")
+        return (f"stopped after {limit} requests with {self.kept} of {self.target} prompts kept: "
+                "raise --max-requests, or loosen --near-duplicates or the length limits")

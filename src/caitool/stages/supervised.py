@@ -19,10 +19,13 @@ from typing import Any
 from caitool import render
 from caitool.backends.base import Backend, RequestsFailed, SamplingParams
 from caitool.constitution import Constitution, Principle
-from caitool.io.stream import StepResult
+from caitool.io.stream import Bind, StepResult
 from caitool.schema import add_provenance, conversation
 
 Record = dict[str, Any]
+# What each step's requests serve, as a dry run names them (seeds use the step's own name).
+STEP_NAMES = {"generate": "response", "critique": "critique", "revise": "revision",
+              "direct": "revision"}
 
 
 def batch_seed(seed: int, records: list[Record], step: str) -> int:
@@ -83,8 +86,10 @@ class Sampler:
         outputs: list[list[str]] = [[""] * n for _ in records]
         if not live:
             return outputs
+        serves = STEP_NAMES.get(step.rstrip("0123456789"), step)
+        prompts = [requests[i][0].serving(str(records[i].get("id")), serves) for i in live]
         try:
-            results = self.backend.generate([requests[i][0] for i in live], params)
+            results = self.backend.generate(prompts, params)
         except RequestsFailed as exc:
             for index, reason in exc.failures.items():
                 failed.setdefault(str(records[live[index]].get("id")), reason)
@@ -93,6 +98,15 @@ class Sampler:
             if result is not None:
                 outputs[index] = result
         return outputs
+
+
+def step(action: Any, params: SamplingParams, fmt: str, *args: Any, **kwargs: Any) -> Bind:
+    """``action`` (:func:`generate`, :func:`critique`, ...) as the batch loop runs it: on
+    the executor's backend, with these settings, ``action(sampler, *args, batch, **kwargs)``."""
+    def bind(backend: Backend) -> Any:
+        sampler = Sampler(backend, params, fmt)
+        return lambda batch: action(sampler, *args, batch, **kwargs)
+    return bind
 
 
 def _answer(sampler: Sampler, records: list[Record], failed: dict[str, str], n: int = 1) -> None:

@@ -210,13 +210,12 @@ def _series(metrics, key: str) -> list[float]:
     return [line[key] for line in metrics.lines if line.get(key) is not None]
 
 
-def train(command: str, arguments: list[str], flags: Any, algorithm: Algorithm,
+def train(command: str, asked: args.Request, flags: Any, algorithm: Algorithm,
           options: RLOptions) -> None:
-    args.check_knobs(flags)
+    args.check_outputs(flags)
     options.check()
     if options.uses_judge:
         options.judge.load()  # a bad constitution or judge setting costs no model
-    asked = args.request(algorithm.config_class, flags, arguments, OWNED)
     sources = data.read_sources(command, asked.inputs, check_prompt, flags.skip_invalid)
     records = [record for source in sources for record in source.records]
     counts = data.by_file([source.name for source in sources],

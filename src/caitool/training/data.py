@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from caitool import console
 from caitool.errors import CaitoolError, InputError
 from caitool.io.jsonl import iter_records, source_name
-from caitool.schema import PreferenceExample
+from caitool.schema import PreferenceExample, preference_example
 
 Record = dict[str, Any]
 
@@ -26,6 +26,7 @@ class Source:
 
     name: str
     records: list[Record]
+    lines: list[int] = field(default_factory=list)  # each record's line in the file
 
 
 def read_sources(command: str, paths: list[str], validate: Callable[[Record], str | None],
@@ -41,9 +42,9 @@ def read_sources(command: str, paths: list[str], validate: Callable[[Record], st
         if path == "-" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
             raise CaitoolError("under accelerate launch or torchrun, name the input files: "
                                "stdin reaches one process only")
-        records = [record for _, record in
-                   iter_records(path, validate, skip_invalid=skip_invalid, on_skip=skipped)]
-        sources.append(Source(source_name(path), records))
+        numbered = list(iter_records(path, validate, skip_invalid=skip_invalid, on_skip=skipped))
+        sources.append(Source(source_name(path), [record for _, record in numbered],
+                              [line for line, _ in numbered]))
     if not any(source.records for source in sources):
         names = ", ".join(source.name for source in sources)
         raise CaitoolError(f"{names}: no training examples (the input is empty)")
@@ -122,6 +123,28 @@ def describe(table: dict[str, dict[str, Any]]) -> str:
     return "; ".join(f"{name}: " + ", ".join(f"{n} {words.get(what, what)}"
                                              for what, n in counts.items())
                      for name, counts in table.items())
+
+
+def note_preferences(command: str, sources: list[Source]) -> None:
+    """Warn, once each with the first place, of pairs that teach nothing (the same text
+    chosen and rejected) and of a ``p_chosen`` of null (read as no p_chosen at all)."""
+    same: list[str] = []
+    unset: list[str] = []
+    for source in sources:
+        for line, record in zip(source.lines, source.records, strict=False):
+            example = preference_example(record)
+            if example.chosen.strip() == example.rejected.strip():
+                same.append(f"{source.name}:{line}")
+            if "p_chosen" in record and record["p_chosen"] is None:
+                unset.append(f"{source.name}:{line}")
+    if same:
+        console.warn(command, f"{len(same)} pair(s) have the same text chosen and rejected (the "
+                              f"first at {same[0]}): their loss is constant, with no gradient, so "
+                              "they teach nothing and only dilute the reported loss and accuracy")
+    if unset:
+        console.warn(command, f"{len(unset)} pair(s) have 'p_chosen': null (the first at "
+                              f"{unset[0]}), read as no p_chosen: 'chosen' preferred for certain "
+                              "(p = 1)")
 
 
 def hard_pairs(command: str, examples: Iterable[PreferenceExample]) -> list[PreferenceExample]:

@@ -31,10 +31,10 @@ def configure(flags: Any, asked: args.Request, beta: float | None = None) -> arg
                       shortcuts=shortcuts)
 
 
-def train(command: str, arguments: list[str], flags: Any, beta: float | None = None) -> None:
-    args.check_knobs(flags)
-    asked = args.request(config_class, flags, arguments, OWNED)
+def train(command: str, asked: args.Request, flags: Any, beta: float | None = None) -> None:
+    args.check_outputs(flags)
     sources = data.read_sources(command, asked.inputs, check_preference, flags.skip_invalid)
+    data.note_preferences(command, sources)
     groups = data.hard_pair_groups(command, [[preference_example(r) for r in source.records]
                                              for source in sources])
     examples = [ex for group in groups for ex in group]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caitool.training import critic_free
+from caitool.training import args, critic_free
 
 OWNED = critic_free.OWNED
 
@@ -32,6 +32,6 @@ def trainer_class() -> type:
 ALGORITHM = critic_free.Algorithm("GRPO", config_class, trainer_class)
 
 
-def train(command: str, arguments: list[str], flags: Any,
+def train(command: str, asked: args.Request, flags: Any,
           options: critic_free.RLOptions | None = None) -> None:
-    critic_free.train(command, arguments, flags, ALGORITHM, options or critic_free.RLOptions())
+    critic_free.train(command, asked, flags, ALGORITHM, options or critic_free.RLOptions())

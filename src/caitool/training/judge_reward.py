@@ -24,7 +24,7 @@ from caitool import console
 from caitool.backends.base import Backend, SamplingParams
 from caitool.constitution import Constitution
 from caitool.errors import CaitoolError
-from caitool.stages.judging import JudgeSettings, PairItem, judge_each
+from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge_each
 from caitool.training.rl_rewards import response_text
 
 REFERENCES = "reference_answers.jsonl"
@@ -94,13 +94,22 @@ class JudgeReward:
                           first=response_text(completion, self.fmt),
                           second=self.references[key])
                  for i, (key, completion) in enumerate(zip(conversation, completions, strict=True))]
-        judgments, failed = judge_each(self.backend, self.constitution, items, self.settings)
+        rewards, judgments = judged_rewards(self.backend, self.constitution, self.settings, items)
         done = [j for j in judgments if j is not None]
         if log_metric is not None:
             # Every process logs the same names, in the same order (TRL gathers them).
             log_metric("judge/orders_agree", sum(j.agree for j in done) / len(done) if done else 0.0)
-            log_metric("judge/failed", float(len(failed)))
-        return [None if j is None else soft_reward(j.p_first) for j in judgments]
+            log_metric("judge/failed", float(len(judgments) - len(done)))
+        return rewards
+
+
+def judged_rewards(backend: Backend, constitution: Constitution, settings: JudgeSettings,
+                   items: list[PairItem]) -> tuple[list[float | None], list[Judgment | None]]:
+    """The reward of each item's ``first`` response against its ``second`` (one batched
+    judging call), and the judgments; None for an item that could not be judged. The
+    trainers and ``caitool serve-reward`` both reward through here."""
+    judgments, _ = judge_each(backend, constitution, items, settings)
+    return [None if j is None else soft_reward(j.p_first) for j in judgments], judgments
 
 
 # -- reference answers -------------------------------------------------------------------------

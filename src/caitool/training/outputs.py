@@ -10,12 +10,42 @@ from pathlib import Path
 from typing import Any
 
 from caitool.errors import CaitoolError
-from caitool.io.output import check_writable
+from caitool.io.output import check_outputs, check_writable
+
+# What a caitool training run leaves in its -o directory (a model's summary, checkpoints, a
+# checkpoint's marker): a directory holding one of them may be trained into again.
+OWN_ENTRIES = ("caitool_training.json", "checkpoints", "snapshots", "caitool_checkpoint.json")
 
 
 def check(flags: Any) -> None:
     check_directory(flags.output, "-o")
+    check_ours(flags.output, "-o")
+    model = getattr(flags, "model", None)
+    if model and os.path.isdir(model) and os.path.isdir(flags.output) \
+            and os.path.samefile(model, flags.output):
+        raise CaitoolError(f"-o {flags.output} is the model trained from (-m): its weights "
+                           "would be replaced; write the trained model to another directory")
     check_writable(flags.metrics, "--metrics")
+
+
+def check_inputs(flags: Any, inputs: list[str]) -> None:
+    """The metrics file is none of the files read (the data, --config)."""
+    check_outputs([("--metrics", flags.metrics)],
+                  [("", path) for path in inputs] + [("--config", getattr(flags, "config", None))])
+
+
+def check_ours(path: str, flag: str = "-o") -> None:
+    """Refuse a directory that holds the user's own files: the model and its checkpoints
+    would be written in among them, and a later run's clean-up could take them."""
+    target = Path(path).expanduser()
+    if not target.is_dir():
+        return
+    entries = [entry.name for entry in target.iterdir()
+               if not entry.name.startswith(".caitool-")]
+    if entries and not any(name in OWN_ENTRIES for name in entries):
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise CaitoolError(f"{flag} {path}: a directory that holds other files ({shown}) and "
+                           "no caitool model or checkpoint; give a new or empty directory")
 
 
 def check_directory(path: str, flag: str = "-o") -> None:

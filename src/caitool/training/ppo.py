@@ -1,6 +1,7 @@
 """The paper's RL stage: PPO of a policy against a reward model, with TRL's PPOTrainer.
 
-TRL 1.12 is the last release with PPO (``trl.experimental.ppo``). It hands the reward model
+TRL 1.12 is the last release with PPO (``trl.experimental.ppo``; TRL 1.13 removed it, and
+train-ppo then stops with one line, see :func:`require_ppo`). It hands the reward model
 the policy's token ids, so both must share one tokenizer: that is checked up front. The
 reward for a response is the reward model's score minus ``kl_coef`` times the per-token KL to
 the starting policy (TRL's ``objective/kl`` metric). Generation stops at the tokenizer's
@@ -38,11 +39,27 @@ OWNED = {"sft_model_path": "-m/--model", "reward_model_path": "-r/--reward-model
 # Responses as long as `caitool generate` writes them (the SFT data's length): a shorter
 # limit cuts real answers, and the missing-EOS penalty then punishes them for it.
 RESPONSE_LENGTH = SamplingParams.max_new_tokens
+# The TRL releases with PPO, within the range pyproject.toml allows.
+LAST_WITH_PPO, PPO_RANGE = "1.12", ">=1.0,<1.13"
+
+
+def require_ppo() -> None:
+    """Ends train-ppo with one line, before any work, where the installed TRL has no PPO."""
+    # PPO is only in trl.experimental, which says so on import unless told it is known.
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    try:
+        import trl.experimental.ppo  # noqa: F401
+    except ImportError:
+        from importlib.metadata import version
+
+        raise CaitoolError(
+            f"PPO is not in the installed trl {version('trl')} (TRL 1.13 removed it; trl "
+            f"{LAST_WITH_PPO} is the last release with it: pip install 'trl{PPO_RANGE}'), "
+            "or train with train-rloo, train-grpo or train-dpo") from None
 
 
 def config_class() -> type:
-    # PPO is only in trl.experimental in TRL 1.12 (the last release with it): known and pinned.
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    require_ppo()
     from trl.experimental.ppo import PPOConfig
 
     return PPOConfig
@@ -240,18 +257,17 @@ def fit_rollouts(command: str, settings: args.Settings, prompts: int) -> int:
     return rollout * world
 
 
-def train(command: str, arguments: list[str], flags: Any, reward_model: str,
+def train(command: str, asked: args.Request, flags: Any, reward_model: str,
           value_model: str | None = None, kl_coef: float | None = None,
           missing_eos_penalty: float | None = None, max_new_tokens: int | None = None,
           temperature: float | None = None) -> None:
-    args.check_knobs(flags)
+    args.check_outputs(flags)
     if not reward_model:
         raise CaitoolError("no reward model given: pass -r/--reward-model")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise CaitoolError("--max-new-tokens must be at least 1")
     if missing_eos_penalty is not None and missing_eos_penalty < 0:
         raise CaitoolError("--missing-eos-penalty must be >= 0")
-    asked = args.request(config_class, flags, arguments, OWNED)
     sources = data.read_sources(command, asked.inputs, check_prompt, flags.skip_invalid)
     records = [record for source in sources for record in source.records]
     counts = data.by_file([source.name for source in sources],

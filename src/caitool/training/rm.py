@@ -17,6 +17,9 @@ from caitool.render import policy_prompt_ids, reply_ids
 from caitool.schema import PreferenceExample, check_preference, preference_example
 from caitool.training import args, data, fit
 
+# Held-out score pairs written to the metrics file: enough for a histogram, bounded for a big run.
+HELDOUT_SCORES_KEPT = 10_000
+
 OWNED: dict[str, str] = {}
 
 
@@ -82,7 +85,9 @@ def heldout_reports(scores: list[tuple[float, float]], groups: list[list[dict[st
                                         [row["p_chosen"] for row in rows]))
         start += len(rows)
     table = data.by_file(names, **{key: [r[key] for r in per_file] for key in overall})
-    return {**overall, "heldout_by_file": table}
+    # Each held-out pair's two scores, so that a run report can draw chosen against rejected.
+    kept = [[round(float(c), 4), round(float(r), 4)] for c, r in scores[:HELDOUT_SCORES_KEPT]]
+    return {**overall, "heldout_by_file": table, "heldout_scores": kept}
 
 
 def _accuracy(report: dict[str, Any]) -> str:
@@ -108,15 +113,15 @@ def check_options(labels: str, too_long: str, eval_split: float,
         raise CaitoolError(f"--margin: {margin} is not a finite number")
 
 
-def train(command: str, arguments: list[str], flags: Any, labels: str = "auto",
+def train(command: str, asked: args.Request, flags: Any, labels: str = "auto",
           margin: float | None = None, eval_split: float = 0.1,
           eval_inputs: list[str] | None = None, too_long: str = "truncate") -> None:
-    args.check_knobs(flags)
+    args.check_outputs(flags)
     check_options(labels, too_long, eval_split, margin)
-    asked = args.request(config_class, flags, arguments, OWNED)
     split = data.read_split(command, asked.inputs, eval_inputs, check_preference,
                             preference_example, flags.skip_invalid, eval_split, flags.seed or 42)
     sources, groups, held = split.sources, split.groups, split.held
+    data.note_preferences(command, sources)
     soft = labels == "soft" or (labels == "auto" and any(ex.p_chosen is not None
                                                          for examples in groups for ex in examples))
     if not soft:

@@ -18,8 +18,8 @@ from typing import Any
 from caitool import console
 from caitool.errors import CaitoolError
 from caitool.render import policy_prompt_ids, reply_ids
-from caitool.training import data, fit
-from caitool.training.rm import OWNED, config_class, configure  # train-rm's RewardConfig, flags and all
+from caitool.training import args, data, fit
+from caitool.training.rm import configure  # train-rm's RewardConfig, flags and all
 from caitool.training.score_data import ScoredExample, check_scored, scored_example, standardise
 
 
@@ -128,13 +128,12 @@ def load_model(path: str, settings):
     return model
 
 
-def train(command: str, arguments: list[str], flags: Any, target: str, eval_split: float = 0.1,
+def train(command: str, asked: args.Request, flags: Any, target: str, eval_split: float = 0.1,
           eval_inputs: list[str] | None = None, too_long: str = "truncate") -> None:
-    from caitool.training import args, rm
+    from caitool.training import rm
 
-    args.check_knobs(flags)
+    args.check_outputs(flags)
     rm.check_options("auto", too_long, eval_split, target=target)
-    asked = args.request(config_class, flags, arguments, OWNED)
     check = check_scored(target)
     split = data.read_split(command, asked.inputs, eval_inputs, check,
                             lambda record: scored_example(record, target), flags.skip_invalid,

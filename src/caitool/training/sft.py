@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from caitool import console
-from caitool.render import prompt_completion
+from caitool.render import policy_prompt_ids, prompt_completion, reply_ids
 from caitool.schema import check_sft, sft_examples
 from caitool.training import args, data, fit
 
@@ -30,9 +30,8 @@ def configure(flags: Any, asked: args.Request) -> args.Settings:
                       shortcuts=args.shortcut_values(flags))
 
 
-def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = False) -> None:
-    args.check_knobs(flags)
-    asked = args.request(config_class, flags, arguments, OWNED)
+def train(command: str, asked: args.Request, flags: Any, all_rounds: bool = False) -> None:
+    args.check_outputs(flags)
     sources = data.read_sources(command, asked.inputs, check_sft, flags.skip_invalid)
     groups = [[ex for record in source.records for ex in sft_examples(record, all_rounds)]
               for source in sources]
@@ -45,6 +44,7 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
     tokenizer, fmt = fit.tokenizer_and_format(flags, base)
     console.info(command, f"{len(examples)} examples from {records} records ({fmt} format)"
                           + (f"; by file: {data.describe(counts)}" if len(counts) > 1 else ""))
+    warn_cut(command, tokenizer, examples, fmt, settings.args.max_length)
 
     from datasets import Dataset
     from trl import SFTTrainer
@@ -62,3 +62,20 @@ def train(command: str, arguments: list[str], flags: Any, all_rounds: bool = Fal
             "all_rounds": all_rounds, **fit.last_values(metrics, "loss", "train_loss")},
         examples=len(dataset), dropped="--max-length left no reply token in them",
         resume=fit.resume_checkpoint(command, flags), data_line={"by_file": counts})
+
+
+def warn_cut(command: str, tokenizer: Any, examples: list, fmt: str,
+             max_length: int | None) -> None:
+    """TRL cuts an example longer than max_length to its first tokens without a word, so the
+    end of its reply is never trained on: count them, as train-rm counts its cut pairs."""
+    if max_length is None:
+        return
+    longer = 0
+    for ex in examples:
+        prompt = len(policy_prompt_ids(tokenizer, ex.prompt, fmt))
+        # One whose prompt alone fills max_length keeps no reply: left out, and said so later.
+        longer += prompt < max_length < prompt + len(reply_ids(tokenizer, ex.response, fmt))
+    if longer:
+        console.warn(command, f"{longer} of {len(examples)} example(s) longer than --max-length "
+                              f"{max_length} tokens were cut to their first {max_length} (the end "
+                              "of the reply is not trained on); raise --max-length to keep them")

@@ -8,13 +8,14 @@ of memory, the same for both paths, by ``batching``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from caitool import models
 from caitool.backends.base import Backend, OptionScores, SamplingParams, cut_at_stop
-from caitool.backends.hf import decode
+from caitool.backends.hf import decode, precision
 from caitool.backends.hf.batching import forward_kwargs, run_in_batches
 from caitool.backends.hf.prefix_cache import BatchInputs, PrefixCache, common_prefix
 from caitool.errors import CaitoolError
@@ -69,18 +70,21 @@ class HFBackend(Backend):
         self.max_batch_size = self.options.max_batch_size
         self.reuse_prefix = reuse_prefix
         self.drop_finished = drop_finished
-        self._model = None
         self._tokenizer = None
-        self._prefix_cache: PrefixCache | None = None
+        self._path = ""
+        self._dtypes: dict[str, str] = {}
+        # dtype name -> the model loaded in it.
+        self._loaded: dict[str, _Weights] = {}
 
     # -- loading ---------------------------------------------------------------------------
 
     def _load(self) -> None:
-        if self._model is not None:
+        """The tokenizer and the generation model (scoring's, when it differs, on first use)."""
+        if self._tokenizer is not None:
             return
         import torch
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         # caitool draws its own progress on stderr; the library's bars would interleave.
         transformers.utils.logging.disable_progress_bar()
@@ -88,30 +92,49 @@ class HFBackend(Backend):
         device = self.device_name
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.dtype_name == "auto":
-            bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-            dtype = torch.bfloat16 if bf16 else torch.float32
-        else:
-            dtype = getattr(torch, self.dtype_name)  # HFOptions allows only torch's names
         path = models.local_model(self.model)
         models.check_loadable(path, self.model)
-        try:
+        with self._loading(path):
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            config = AutoConfig.from_pretrained(path)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.device = device
+        self._path = path
+        self._tokenizer = tokenizer
+        if self.dtype_name == "auto":
+            self._dtypes = {"generate": precision.generation_dtype(device, config),
+                            "score": precision.scoring_dtype(device, config)}
+        else:
+            self._dtypes = {"generate": self.dtype_name, "score": self.dtype_name}
+
+    @contextlib.contextmanager
+    def _loading(self, path: str):
+        try:
+            yield
         except Exception as exc:  # noqa: BLE001 - a model that will not load is the user's to fix
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             hint = " (offline? build one with 'caitool tiny-model DIR')" \
                 if isinstance(exc, OSError) and not os.path.isdir(path) else ""
             raise CaitoolError(f"cannot load model '{self.model}': {first}{hint}") from None
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model.to(device)
-        model.eval()
-        self.device = device
-        self._tokenizer = tokenizer
-        self._model = model
-        self._prefix_cache = PrefixCache(tokenizer, model, device, enabled=self.reuse_prefix)
+
+    def _weights(self, purpose: str) -> _Weights:
+        """The model (and its prefix cache) for ``purpose``, generate or score: one object
+        for both unless their dtypes differ (:mod:`.precision`)."""
+        self._load()
+        dtype = self._dtypes[purpose]
+        if dtype not in self._loaded:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            with self._loading(self._path):
+                model = AutoModelForCausalLM.from_pretrained(self._path, dtype=getattr(torch, dtype))
+            model.to(self.device)
+            model.eval()
+            self._loaded[dtype] = _Weights(model, PrefixCache(self._tokenizer, model, self.device,
+                                                              enabled=self.reuse_prefix))
+        return self._loaded[dtype]
 
     @property
     def tokenizer(self):
@@ -120,13 +143,17 @@ class HFBackend(Backend):
 
     @property
     def hf_model(self):
-        self._load()
-        return self._model
+        """The generation model."""
+        return self._weights("generate").model
 
     @property
     def prefix_cache(self) -> PrefixCache:
-        self._load()
-        return self._prefix_cache  # type: ignore[return-value]
+        return self._weights("generate").prefix_cache
+
+    @property
+    def scoring_model(self):
+        """The model option scoring runs (the generation model unless dtypes differ)."""
+        return self._weights("score").model
 
     def has_chat_template(self) -> bool:
         return has_chat_template(self.tokenizer)
@@ -136,13 +163,14 @@ class HFBackend(Backend):
     def render(self, prompt: Prompt) -> str:
         return prompt_text(self.tokenizer, prompt, self.model)
 
-    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+    def encode(self, prompts: list[Prompt], purpose: str = "generate") -> list[list[int]]:
         if not prompts:
             return []
         texts = [self.render(p) for p in prompts]
         special = [adds_special_tokens(p) for p in prompts]
         if all(special) or not any(special):
-            return self.prefix_cache.tokenize(texts, add_special=special[0])
+            cache = self._weights(purpose).prefix_cache
+            return cache.tokenize(texts, add_special=special[0])
         return [self.tokenizer(t, add_special_tokens=s)["input_ids"] for t, s in zip(texts, special)]
 
     # -- generation ------------------------------------------------------------------------
@@ -230,11 +258,12 @@ class HFBackend(Backend):
         """
         if not prompts:
             return []
-        encoded = self.encode(prompts)
+        encoded = self.encode(prompts, "score")
         # Each option tokenised with its prompt (see render.split_options); the texts share
         # their prompt, so the prefix cache tokenises each prompt's head once.
         joined = self.encode([prompt.with_suffix(option)
-                              for prompt, opts in zip(prompts, options, strict=True) for option in opts])
+                              for prompt, opts in zip(prompts, options, strict=True) for option in opts],
+                             "score")
         jobs: list[_ScoreJob] = []
         start = 0
         for index, (prompt_ids, opts) in enumerate(zip(encoded, options, strict=True)):
@@ -270,12 +299,13 @@ class HFBackend(Backend):
         remaining tokens in one short pass from the contexts' cache."""
         import torch
 
-        model = self.hf_model
+        weights = self._weights("score")
+        model = weights.model
         longest = max(len(tail) for job in jobs for tail in job.tails)
         # The shared tokens end the context: their log-probabilities are read from the
         # positions just before its end, so keep that many more positions' logits.
         keep = max(len(job.shared) for job in jobs) + 1
-        batch = self.prefix_cache.inputs([job.context for job in jobs], longest - 1, own=keep)
+        batch = weights.prefix_cache.inputs([job.context for job in jobs], longest - 1, own=keep)
         mask, cached = batch.mask, batch.cached
         positions = batch.positions if batch.positions is not None \
             else (mask.cumsum(-1) - 1).clamp(min=0)
@@ -328,8 +358,13 @@ class HFBackend(Backend):
         return results
 
     def close(self) -> None:
-        self._model = None
-        self._prefix_cache = None
+        self._loaded.clear()
+
+
+@dataclass
+class _Weights:
+    model: Any
+    prefix_cache: PrefixCache
 
 
 @dataclass

@@ -77,6 +77,10 @@ class OpenAIBackend(Backend):
     name = "openai"
     Options = OpenAIOptions
 
+    @classmethod
+    def for_replica(cls, options: dict[str, Any], gpus: float) -> tuple[dict[str, Any], tuple[str, ...]]:
+        return options, (options.get("api_key_env") or OpenAIOptions.api_key_env,)
+
     def __init__(self, model: str, **options: Any):
         super().__init__(model, **options)
         self.base_url = self.options.base_url.rstrip("/")

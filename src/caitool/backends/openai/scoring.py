@@ -20,14 +20,34 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from caitool.backends.base import OptionScores, SamplingParams
 from caitool.backends.openai.client import BadAnswer, short
 from caitool.render import Prompt
 
-if TYPE_CHECKING:
-    from caitool.backends.openai.backend import OpenAIBackend
+
+class Sender(Protocol):
+    """What scoring asks of the backend (backend.OpenAIBackend): it sends the requests and
+    remembers what the server honours; this module only knows that much of it."""
+
+    logprobs: dict[str, bool | None]
+    prefill: bool | None
+    score_samples: int
+
+    def warn_once(self, key: str, message: str) -> None: ...
+
+    async def post(self, endpoint: str, **body: Any) -> dict[str, Any]: ...
+
+    async def run_all(self, jobs: list[Callable[[], Awaitable[Any]]]
+                      ) -> tuple[list[Any], dict[int, str]]: ...
+
+    async def request(self, prompt: Prompt, params: SamplingParams, n: int, seed: int | None,
+                      extra: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], bool]: ...
+
+    async def generate_each(self, prompts: list[Prompt], params: SamplingParams
+                            ) -> tuple[list[list[str] | None], dict[int, str]]: ...
 
 TOP_LOGPROBS = 20
 SCORE_SAMPLES = 8
@@ -47,7 +67,7 @@ class NoChoice(Exception):
     """Log-probabilities came back, but the answer never reached an option."""
 
 
-async def score_all(backend: OpenAIBackend, prompts: list[Prompt], options: list[list[str]]
+async def score_all(backend: Sender, prompts: list[Prompt], options: list[list[str]]
                     ) -> tuple[list[OptionScores | None], dict[int, str]]:
     """Scores for each prompt, and the reason for each prompt whose requests failed."""
     results: list[OptionScores | None] = [None] * len(prompts)
@@ -80,7 +100,7 @@ async def score_all(backend: OpenAIBackend, prompts: list[Prompt], options: list
     return results, failures
 
 
-async def try_logprobs(backend: OpenAIBackend, prompt: Prompt, options: list[str]
+async def try_logprobs(backend: Sender, prompt: Prompt, options: list[str]
                        ) -> OptionScores | None:
     """Scores from log-probabilities, or None where the server gives none."""
     kind = "chat" if prompt.is_chat else "raw"
@@ -130,7 +150,7 @@ def _field(container: dict[str, Any], key: str, kind: type, what: str) -> Any:
 # -- echo: raw prompts ---------------------------------------------------------------------
 
 
-async def echo_score(backend: OpenAIBackend, text: str, option: str) -> float:
+async def echo_score(backend: Sender, text: str, option: str) -> float:
     payload = await backend.post("completions", prompt=text + option, max_tokens=1,
                                  temperature=0, echo=True, logprobs=1)
     choice = payload["choices"][0] if payload["choices"] else {}
@@ -185,7 +205,7 @@ def option_keys(options: list[str]) -> tuple[str, list[str]]:
     return shared, [option[len(shared):].strip() for option in options]
 
 
-async def chat_scores(backend: OpenAIBackend, prompt: Prompt, options: list[str]) -> list[float]:
+async def chat_scores(backend: Sender, prompt: Prompt, options: list[str]) -> list[float]:
     shared, keys = option_keys(options)
     # Written for the model when the server can continue a message, so the first token decides.
     lead = Prompt(messages=prompt.messages,

@@ -39,6 +39,7 @@ from caitool.constitution.model import (
     WorkedComparison,
     validate,
 )
+from caitool.io import files
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +113,17 @@ def load_dir(directory: Path) -> Constitution:
     constitution = Constitution(name=directory.name, source=str(directory))
     pending_examples: list[dict[str, Any]] = []
     pending_worked: list[str] = []
-    for file in sorted(directory.iterdir()):
+    entries = sorted(directory.iterdir())
+    _refuse_yaml(directory, entries)
+    for file in entries:
         if file.suffix != ".json":
             continue
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            data = json.loads(files.read_text(str(file), "constitution file"))
+        except (ValueError, RecursionError) as exc:
             # ValueError covers JSON syntax and integers too long to convert.
             problem = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise ConstitutionError(str(file), f"cannot parse: {problem}") from None
-        except OSError as exc:
-            raise ConstitutionError(str(file), f"cannot read: {exc.strerror or exc}") from None
         kind = _kind(data)
         if kind is None and file.name in KNOWN_FILES:
             raise ConstitutionError(str(file), f"expected {KINDS[KNOWN_FILES[file.name]]}, got "
@@ -135,6 +136,19 @@ def load_dir(directory: Path) -> Constitution:
     _give_principles(constitution, pending_examples, pending_worked)
     validate(constitution)
     return constitution
+
+
+def _refuse_yaml(directory: Path, entries: list[Path]) -> None:
+    """A YAML file in a directory is most likely a caitool constitution that was meant, so
+    it is named rather than passed over."""
+    yamls = [f.name for f in entries if f.suffix in (".yaml", ".yml")]
+    if not yamls:
+        return
+    why = (f"a directory is read as Anthropic's released JSON files; to use {yamls[0]}, give "
+           f"the file itself (-c {directory / yamls[0]})")
+    if not any(f.suffix == ".json" for f in entries):
+        raise ConstitutionError(str(directory), f"holds {', '.join(yamls)}, but {why}")
+    log.warning("constitution %s: %s ignored: %s", directory, ", ".join(yamls), why)
 
 
 def _shape(data: Any) -> str:

@@ -236,7 +236,9 @@ def score_with_judge(backend: Backend, file: EvalFile, as_chat: bool, batch_size
         chunk = rows[start:start + batch_size]
         options = [row.options() for row in chunk]
         try:
-            scores: list[Any] = backend.score([judge_prompt(r, as_chat) for r in chunk], options)
+            scores: list[Any] = backend.score(
+                [judge_prompt(r, as_chat).serving(f"{file.path}:{r.line}", "judge") for r in chunk],
+                options)
         except RequestsFailed as exc:
             scores = exc.results
         for row, listed, score in zip(chunk, options, scores, strict=True):
