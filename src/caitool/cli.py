@@ -8,20 +8,25 @@ commands/_training.py).
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
+import inspect
 import io
 import logging
+import math
 import os
 import pkgutil
 import signal
 import sys
 import textwrap
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import typer
 from typer.core import TyperGroup
 
 from caitool import __version__, commands, console
-from caitool.commands._flags import Command, NoTypeForHelp, conventional
+from caitool.commands._flags import Command, NoTypeForHelp
 from caitool.errors import CaitoolError
 from caitool.io.jsonl import STDIN_CLOSED
 from caitool.io.output import STDOUT_CLOSED
@@ -65,6 +70,51 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     pass
+
+
+def _finite(value: Any) -> Any:
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise typer.BadParameter(f"{item} is not a finite number")
+    return value
+
+
+def conventions(annotation: Any) -> Any:
+    """caitool's conventions on an ``Annotated[type, typer.Option(...)]``: a boolean flag
+    shows no type in help (it takes no value); a number refuses nan and inf, which every
+    float flag parses and no caitool number means anything at."""
+    if get_origin(annotation) is not Annotated:
+        return annotation
+    kind, *extras = get_args(annotation)
+    kinds = set(get_args(kind) or (kind,))
+    kinds |= {arg for k in kinds if get_origin(k) is list for arg in get_args(k)}
+    made = []
+    for extra in extras:
+        if isinstance(extra, typer.models.OptionInfo):
+            extra = copy.copy(extra)
+            if kind is bool and extra.metavar is None:
+                extra.metavar = ""
+            if float in kinds and extra.callback is None:
+                extra.callback = _finite
+        made.append(extra)
+    return Annotated[(kind, *made)]
+
+
+def conventional(fn):
+    """``fn`` with :func:`conventions` on the options of its signature: cli.py registers
+    every command function so."""
+    signature = inspect.signature(fn)
+    hints = get_type_hints(fn, include_extras=True)
+    params = [param.replace(annotation=conventions(hints.get(name, param.annotation)))
+              for name, param in signature.parameters.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 def command_modules():
