@@ -107,19 +107,9 @@ def _resume_writes_each_record_once(args: list[str], out) -> None:
     assert sorted(ids) == sorted(r["id"] for r in ROWS)
 
 
-# What the executor of this writing does (the tests hold for any executor; these marks go
-# when it passes them).
-DEL_TRACEBACK = ("Replica.__del__ runs on the driver's ActorClass object and prints a traceback "
-                 "(AttributeError: no attribute 'backend') on the driver's stderr")
-SIGINT_NOW = DEL_TRACEBACK + "; Ray logs 'task_manager.cc: Failed to push error to driver' there too"
-SIGTERM_NOW = ("Ray's signal handler, installed by ray.init after caitool's, takes SIGTERM: the "
-               "driver dumps '*** SIGTERM received' and dies of SIGABRT (-6), not 143 "
-               "'terminated'; and " + DEL_TRACEBACK)
-
-
 @pytest.mark.parametrize("sig, code", [
-    pytest.param(signal.SIGINT, 130, id="sigint", marks=pytest.mark.xfail(reason=SIGINT_NOW, strict=False)),
-    pytest.param(signal.SIGTERM, 143, id="sigterm", marks=pytest.mark.xfail(reason=SIGTERM_NOW, strict=False)),
+    pytest.param(signal.SIGINT, 130, id="sigint"),
+    pytest.param(signal.SIGTERM, 143, id="sigterm"),
 ])
 def test_a_signalled_driver_stops_its_ray_and_resumes_exactly_once(tmp_path, tiny_model, sig, code):
     run = uuid.uuid4().hex
@@ -141,7 +131,6 @@ def test_a_signalled_driver_stops_its_ray_and_resumes_exactly_once(tmp_path, tin
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text[-2000:]
 
 
-@pytest.mark.xfail(reason=DEL_TRACEBACK, strict=False)
 def test_a_killed_replica_loses_no_record_and_leaves_nothing(tmp_path, tiny_model):
     run = uuid.uuid4().hex
     driver, args = _start(tmp_path, tiny_model, run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,9 @@ def connect(options: RayOptions, env: dict[str, str]) -> Any:
     # A local Ray's workers inherit this process's environment; a cluster's need it sent
     # (which also keeps them from reusing workers started before, so only there).
     remote = address != "local"
+    # ray.init installs its own SIGINT/SIGTERM handlers (SIGTERM: a stack dump and an abort);
+    # the command's own stay, so both end the run as Ctrl-C does, with Ray shut down after.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(address=address, include_dashboard=None if remote else False,
                  logging_level=logging.ERROR,
@@ -77,6 +81,9 @@ def connect(options: RayOptions, env: dict[str, str]) -> Any:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CaitoolError(f"cannot reach the Ray cluster at {address}: {first}") from None
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return ray

@@ -94,5 +94,7 @@ class Replica:
         return self.broken or run_batch(self.step, payload)
 
     def __del__(self) -> None:
-        if self.backend is not None:
-            self.backend.close()
+        # Also called on the driver's copy of the class wrapper, which never ran __init__.
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
