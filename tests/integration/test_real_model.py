@@ -109,7 +109,7 @@ def test_converted_once_then_loaded_from_the_cache(converted):
     assert seconds < converted.seconds / 2
 
 
-def test_critique_and_revise_with_no_model_flag_write_english(converted):
+def test_critique_and_revise_with_no_model_flag_write_english(converted, tmp_path):
     result = shell(f"caitool critique -c {MINI} {SAMPLING} | caitool revise -c {MINI} {SAMPLING}",
                    input=jsonl(PROMPTS), env=converted.env)
     assert result.returncode == 0, result.stderr.decode()
@@ -126,6 +126,15 @@ def test_critique_and_revise_with_no_model_flag_write_english(converted):
             shares.append(english_share(text, allowed))
             assert shares[-1] >= 0.5, text
     assert sum(shares) / len(shares) >= 0.7, shares
+    # The run report of this real run (what make demo writes last): its supervised stage's
+    # counts are the records' own.
+    (tmp_path / "revised.jsonl").write_bytes(result.stdout)
+    report = caitool("report", str(tmp_path), env=converted.env)
+    assert report.returncode == 0 and "0 problem(s)" in report.stderr.decode()
+    page = (tmp_path / "report.html").read_text()
+    assert '<section id="supervised">' in page and "2 records in" in page
+    for record in out:  # the per-principle table names each round's principle
+        assert f"<td><code>{record['revisions'][0]['principle']}</code></td>" in page
 
 
 def test_compare_with_the_default_model_gives_probabilities(converted):

@@ -119,3 +119,27 @@ def test_the_command_writes_the_page(tmp_path):
     assert section_ids((run / "report.html").read_text()) == list(SECTIONS)
     missing = run_cli("report", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "nowhere: no such directory" in str(missing.stderr)
+
+
+def test_a_self_graded_evaluation_is_marked_above_its_numbers(tmp_path):
+    import json
+
+    run = small_run(tmp_path / "run")
+    page, _ = build(str(run), quiet=True)
+    assert 'id="not-independent"' not in page and "never agree" not in page
+    summary = json.loads((run / "eval.json").read_text())
+    summary["pairs"][0]["helpfulness"]["order_agreement"] = 0.0
+    summary["independence"] = {"evaluator": "judge-x", "independent": False, "systems": {
+        "rl-cai": {"evaluator_labelled_training_data": True, "evaluator_wrote_training_data": False,
+                   "evaluator_wrote_responses": False},
+        "base": {"evaluator_labelled_training_data": False, "evaluator_wrote_training_data": False,
+                 "evaluator_wrote_responses": False}}}
+    (run / "eval.json").write_text(json.dumps(summary))
+    page, problems = build(str(run), quiet=True)
+    assert problems == []
+    evaluation = page[page.index('<section id="evaluation">'):]
+    mark = evaluation.index('id="not-independent"')
+    assert mark < evaluation.index("Win rates")
+    assert "rl-cai: trained on preference labels from the evaluator (judge-x) itself" in evaluation
+    assert "never agree for base vs rl-cai, helpfulness:" in evaluation
+    assert "base vs rl-cai, harmlessness:" not in evaluation

@@ -17,6 +17,7 @@ from caitool.run_report.markup import (
     supervised_record,
     table,
 )
+from caitool.stages.evaluate import independence
 from caitool.stages.evaluate.multiple_choice import at_chance
 
 
@@ -212,7 +213,7 @@ def evaluation(section: Section) -> str:
     summary = section.data["summary"]
     if summary is None:
         return '<p class="incomplete">eval.json could not be read.</p>'
-    out = []
+    out = _independence_marks(summary)
     rows = []
     for pair in summary["pairs"]:
         if not isinstance(pair, dict):
@@ -226,6 +227,12 @@ def evaluation(section: Section) -> str:
         out.append(table(["pair", "dimension", "prompts", "win rate of the first", "interval",
                           "orders agree"], rows, "Win rates (soft), with bootstrap intervals",
                          numeric_from=2))
+    flipping = [f"{r[0]}, {r[1]}" for r in rows if r[-1] == percent(0.0)]
+    if flipping:
+        out.append(f'<p class="plain">The evaluator\'s two orders never agree for '
+                   f'{escape("; ".join(flipping))}: every pair there flips with the order it is '
+                   'shown in, so those win rates measure its position bias, not a preference. '
+                   'Grade with a stronger evaluator.</p>')
     elo = summary.get("elo") if isinstance(summary.get("elo"), dict) else {}
     dimensions = [d for d, v in elo.items() if isinstance(v, dict)]
     if dimensions:
@@ -250,3 +257,17 @@ def evaluation(section: Section) -> str:
                             f"{e.get('dimension')}: {e['id']} · P({e['a']} better) = {e['p_a']:.3f}")
                 for e in examples]
     return "".join(out)
+
+
+def _independence_marks(summary: dict[str, Any]) -> list[str]:
+    """eval's own marks (stages/evaluate/independence.py), above the numbers they qualify."""
+    report = summary.get("independence")
+    if not isinstance(report, dict) or report.get("independent") is not False:
+        return []
+    try:
+        marks = independence.warnings(report)
+    except (KeyError, TypeError, AttributeError):
+        marks = [f"the evaluator ({report.get('evaluator')}) is not independent of what it grades"]
+    items = "".join(f"<li>{escape(mark)}.</li>" for mark in marks)
+    return [f'<div class="incomplete" id="not-independent"><strong>Not an independent '
+            f'measurement.</strong><ul>{items}</ul></div>']
