@@ -59,10 +59,10 @@ class HFBackend(Backend):
     loads_models = True
 
     def __init__(self, model: str, reuse_prefix: bool = True, drop_finished: bool = True,
-                 **options: Any):
-        """``reuse_prefix`` and ``drop_finished`` are off only to measure what sharing the
-        few-shot prefix and dropping finished rows save (``make bench``); they are no
-        options a user sets."""
+                 pack_weights: bool = True, **options: Any):
+        """``reuse_prefix``, ``drop_finished`` and ``pack_weights`` are off only to measure
+        what sharing the few-shot prefix, dropping finished rows and laying the weights out
+        for the CPU's kernels save (``make bench``); they are no options a user sets."""
         super().__init__(model, **options)
         check_model_path(model)
         self.device_name = self.options.device
@@ -70,6 +70,7 @@ class HFBackend(Backend):
         self.max_batch_size = self.options.max_batch_size
         self.reuse_prefix = reuse_prefix
         self.drop_finished = drop_finished
+        self.pack_weights = pack_weights
         self._tokenizer = None
         self._path = ""
         self._dtypes: dict[str, str] = {}
@@ -132,8 +133,14 @@ class HFBackend(Backend):
                 model = AutoModelForCausalLM.from_pretrained(self._path, dtype=getattr(torch, dtype))
             model.to(self.device)
             model.eval()
+            if self.device == "cpu" and self.pack_weights \
+                    and getattr(model.config, "hidden_size", 0) >= precision.MIN_BF16_HIDDEN_SIZE:
+                from caitool.backends.hf.packed_linear import pack_for_cpu
+
+                pack_for_cpu(model)
             self._loaded[dtype] = _Weights(model, PrefixCache(self._tokenizer, model, self.device,
-                                                              enabled=self.reuse_prefix))
+                                                              enabled=self.reuse_prefix,
+                                                              path=self._path))
         return self._loaded[dtype]
 
     @property

@@ -103,8 +103,13 @@ class PrefixCache:
     """A model's shared-prefix state: the text heads already tokenised, the last prefix run
     through the model, and whether split attention works for the model."""
 
-    def __init__(self, tokenizer: Any, model: Any, device: str, enabled: bool = True):
+    def __init__(self, tokenizer: Any, model: Any, device: str, enabled: bool = True,
+                 path: str | None = None):
+        """``path``: the model's directory, whose prefixes the on-disk store keeps
+        (:mod:`.prefix_store`); None keeps them in this process only."""
         self.tokenizer = tokenizer
+        self.path = path
+        self._fingerprint: str | None = None
         self.model = model
         self.device = device
         # Off only to measure what sharing the few-shot prefix saves.
@@ -219,12 +224,7 @@ class PrefixCache:
                 shared = narrowed
         if len(shared) < MIN_PREFIX_TOKENS:
             return None
-        import torch
-
-        with torch.inference_mode():
-            ids = torch.tensor([shared], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=ids, use_cache=True, **forward_kwargs(self.model, 1))
-        cache = getattr(out, "cache", None)
+        cache = self._computed(shared)
         if cache is None or not hasattr(cache, "batch_repeat_interleave"):
             # A model whose cache cannot be repeated over a batch runs without reuse.
             self._cache_repeats = False
@@ -232,6 +232,31 @@ class PrefixCache:
         self.prefixes.append(CachedPrefix(shared, cache))
         del self.prefixes[:-PREFIX_CACHE_SIZE]
         return self.prefixes[-1]
+
+    def _computed(self, shared: list[int]) -> Any:
+        """The model's cache after ``shared``: from the on-disk store when it holds it, else
+        one pass of the model (then stored)."""
+        import torch
+
+        from caitool.backends.hf import prefix_store, shared_prefix
+
+        if self.path is not None and prefix_store.enabled():
+            if self._fingerprint is None:  # taken on first use: after any change to the weights
+                self._fingerprint = prefix_store.model_fingerprint(self.path, self.model)
+            if self._fingerprint is None:
+                self.path = None
+            else:
+                stored = prefix_store.load(self._fingerprint, shared, self.model.config, self.device)
+                if stored is not None:
+                    return stored
+        with torch.inference_mode():
+            ids = torch.tensor([shared], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=ids, use_cache=True, **forward_kwargs(self.model, 1))
+        cache = getattr(out, "cache", None)
+        layers = shared_prefix.prefix_layers(cache)
+        if self._fingerprint is not None and self.path is not None and layers is not None:
+            prefix_store.save(self._fingerprint, shared, layers)
+        return cache
 
     def _used(self, prefix: CachedPrefix) -> CachedPrefix:
         self.prefixes.remove(prefix)
