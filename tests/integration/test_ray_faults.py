@@ -9,6 +9,7 @@ inherit it), and a replica is a Ray worker process of the run that is not idle."
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.ray
 
 MARK = "CAITOOL_FAULT_TEST_RUN"
 ROWS = [{"id": f"f{i}", "prompt": f"Tell me about the number {i}."} for i in range(24)]
+
+RAY_CORE_LOG = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] \w+\.cc:\d+: ")
 
 
 def _processes_of(run: str) -> list:
@@ -128,7 +131,10 @@ def test_a_signalled_driver_stops_its_ray_and_resumes_exactly_once(tmp_path, tin
     assert _left_behind(run) == []
     _resume_writes_each_record_once(args, out)
     assert driver.returncode == code, text[-2000:]
-    assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text[-2000:]
+    # Ray's core (C++) may log its own line as its workers go ("[date E pid tid]
+    # task_manager.cc: Failed to push error to driver"); caitool's own stderr is one line.
+    own = [line for line in text.strip().splitlines() if not RAY_CORE_LOG.match(line)]
+    assert "Traceback" not in text and len(own) == 1, text[-2000:]
 
 
 def test_a_killed_replica_loses_no_record_and_leaves_nothing(tmp_path, tiny_model):
