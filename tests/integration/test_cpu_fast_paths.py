@@ -5,11 +5,10 @@ values read back from disk by a new backend (prefix_store.py)."""
 from __future__ import annotations
 
 import pytest
+from test_hf_backend import critique_requests, sharpened
 
 from caitool.backends.base import SamplingParams
-from caitool.backends.hf import HFBackend
-from caitool.backends.hf import prefix_store
-from test_hf_backend import critique_requests, sharpened
+from caitool.backends.hf import HFBackend, prefix_store
 
 torch = pytest.importorskip("torch")
 

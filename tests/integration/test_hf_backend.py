@@ -395,7 +395,7 @@ def test_auto_dtype_generates_in_bfloat16_and_scores_in_float32(tiny_model, monk
     from caitool.backends.hf import precision
 
     monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
-    monkeypatch.setattr(precision, "MIN_BF16_HIDDEN_SIZE", 1)
+    monkeypatch.setattr(precision, "MIN_WIDE_HIDDEN_SIZE", 1)
     mixed = HFBackend(str(tiny_model), device="cpu")
     plain = HFBackend(str(tiny_model), device="cpu", dtype="float32")
     prompts = [Prompt.raw(f"Human: {ask}\n\nAssistant: The better answer is") for ask in ASKS[:3]]

@@ -4,7 +4,6 @@ its range, so that make install (which takes the set) installs a caitool pip wou
 from __future__ import annotations
 
 import tomllib
-
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

@@ -134,7 +134,7 @@ class HFBackend(Backend):
             model.to(self.device)
             model.eval()
             if self.device == "cpu" and self.pack_weights \
-                    and getattr(model.config, "hidden_size", 0) >= precision.MIN_BF16_HIDDEN_SIZE:
+                    and getattr(model.config, "hidden_size", 0) >= precision.MIN_WIDE_HIDDEN_SIZE:
                 from caitool.backends.hf.packed_linear import pack_for_cpu
 
                 pack_for_cpu(model)

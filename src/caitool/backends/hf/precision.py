@@ -26,7 +26,7 @@ from typing import Any
 
 # Narrower models are bound by per-call overhead, where neither bfloat16 nor weights laid
 # out for the CPU (packed_linear.py) save anything.
-MIN_BF16_HIDDEN_SIZE = 512
+MIN_WIDE_HIDDEN_SIZE = 512
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -54,7 +54,7 @@ def generation_dtype(device: str, config: Any) -> str:
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     if device == "cpu" and cpu_computes_bf16() \
-            and getattr(config, "hidden_size", 0) >= MIN_BF16_HIDDEN_SIZE:
+            and getattr(config, "hidden_size", 0) >= MIN_WIDE_HIDDEN_SIZE:
         return "bfloat16"
     return "float32"
 

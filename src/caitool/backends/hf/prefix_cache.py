@@ -240,23 +240,30 @@ class PrefixCache:
 
         from caitool.backends.hf import prefix_store, shared_prefix
 
-        if self.path is not None and prefix_store.enabled():
-            if self._fingerprint is None:  # taken on first use: after any change to the weights
-                self._fingerprint = prefix_store.model_fingerprint(self.path, self.model)
-            if self._fingerprint is None:
-                self.path = None
-            else:
-                stored = prefix_store.load(self._fingerprint, shared, self.model.config, self.device)
-                if stored is not None:
-                    return stored
+        key = self._store_key()
+        if key is not None:
+            stored = prefix_store.load(key, shared, self.model.config, self.device)
+            if stored is not None:
+                return stored
         with torch.inference_mode():
             ids = torch.tensor([shared], dtype=torch.long, device=self.device)
             out = self.model(input_ids=ids, use_cache=True, **forward_kwargs(self.model, 1))
         cache = getattr(out, "cache", None)
         layers = shared_prefix.prefix_layers(cache)
-        if self._fingerprint is not None and self.path is not None and layers is not None:
-            prefix_store.save(self._fingerprint, shared, layers)
+        if key is not None and layers is not None:
+            prefix_store.save(key, shared, layers)
         return cache
+
+    def _store_key(self) -> str | None:
+        """The model's key in the on-disk store, or None where it has none; taken on first
+        use, so after any change made to the weights since loading."""
+        from caitool.backends.hf import prefix_store
+
+        if self.path is None or not prefix_store.enabled():
+            return None
+        if self._fingerprint is None:
+            self._fingerprint = prefix_store.model_fingerprint(self.path, self.model) or ""
+        return self._fingerprint or None
 
     def _used(self, prefix: CachedPrefix) -> CachedPrefix:
         self.prefixes.remove(prefix)
