@@ -23,7 +23,7 @@ def test_bf16_flags_read_from_cpuinfo():
 
 
 @pytest.mark.parametrize("native, hidden, generate", [
-    (True, 576, "bfloat16"), (True, precision.MIN_BF16_HIDDEN_SIZE, "bfloat16"),
+    (True, 576, "bfloat16"), (True, precision.MIN_WIDE_HIDDEN_SIZE, "bfloat16"),
     (True, 64, "float32"), (False, 576, "float32"), (False, 64, "float32")])
 def test_cpu_choice(monkeypatch, native, hidden, generate):
     monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: native)
