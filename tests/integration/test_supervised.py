@@ -31,6 +31,11 @@ def test_two_rounds_by_piping(tiny_model):
         assert isinstance(record["initial_response"], str)
         assert set(record["provenance"]) == {"generate", "critique", "revise"}
         assert record["provenance"]["critique"]["constitution"] == "harmless"
+    # The same two rounds in one process (the model loaded once): the same records, sampled
+    # at temperature 1, byte for byte.
+    one_process = shell(f"caitool revise --rounds 2 {m} < {EXAMPLES}/smoke.jsonl")
+    assert one_process.returncode == 0, one_process.stderr.decode()
+    assert records(one_process.stdout) == out
 
 
 def test_one_round_from_the_readme(tiny_model):

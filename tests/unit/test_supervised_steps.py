@@ -103,6 +103,31 @@ def test_direct_revision_samples_the_principles_critique_samples():
         r["revisions"][1]["principle"] for r in again]
 
 
+def test_rounds_in_one_process_write_what_the_pipe_writes(tmp_path):
+    rows = [{"id": f"n{i}", "prompt": f"Question {i}?"} for i in range(5)] + [
+        {"id": "bad", "prompt": "Please FAIL here."}]
+    script = tmp_path / "script.json"
+    # No running count in the replies: it would differ between one process and four.
+    script.write_text('{"fail_on": "FAIL", "reply": "A reply to: {last}"}')
+    fake = ["--backend", "fake", "-m", str(script), "-c", "harmless", "--seed", "2",
+            "--batch-size", "4"]
+    piped = jsonl(rows)
+    for command in ("critique", "revise", "critique", "revise"):
+        piped = run_cli(command, *fake, input=piped).stdout
+    once = run_cli("revise", "--rounds", "2", *fake, input=jsonl(rows))
+    assert once.returncode == 1 and "record bad failed: scripted failure" in once.stderr.decode()
+    assert records(once.stdout) == records(piped)
+    assert [len(r["revisions"]) for r in records(once.stdout)] == [2] * 5
+    direct = jsonl(rows[:5])
+    for _ in range(3):
+        direct = run_cli("revise", "--direct", *fake, input=direct).stdout
+    assert records(run_cli("revise", "--direct", "--rounds", "3", *fake,
+                           input=jsonl(rows[:5])).stdout) == records(direct)
+    pending = run_cli("critique", *fake, input=jsonl(rows[:1])).stdout
+    refused = run_cli("revise", "--rounds", "1", *fake, input=pending)
+    assert refused.returncode == 1 and "run 'caitool revise' first" in refused.stderr.decode()
+
+
 def test_direct_revision_refuses_a_pending_critique():
     row = {"id": "z", "prompt": "Hi", "response": "Hello"}
     pending = run_cli("critique", *FAKE, "-c", MINI, input=jsonl([row])).stdout

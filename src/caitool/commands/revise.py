@@ -21,7 +21,8 @@ from caitool.stages import supervised
 
 NAME = "revise"
 EXAMPLE = """    caitool critique -m ./tiny < examples/red_team.jsonl | caitool revise -m ./tiny > round1.jsonl
-    caitool revise --direct -m ./tiny < examples/red_team.jsonl > direct1.jsonl   # no critique"""
+    caitool revise --direct -m ./tiny < examples/red_team.jsonl > direct1.jsonl   # no critique
+    caitool revise --rounds 2 -m ./tiny < examples/red_team.jsonl > round2.jsonl   # critique, revise, twice"""
 
 
 @command
@@ -34,6 +35,11 @@ def command(
         "response), sample a principle per record and round as it does, and ask for the "
         "revision right after the response. The round is {principle, critique: null, "
         "revision, direct: true}.")] = False,
+    rounds: Annotated[int | None, typer.Option(
+        "--rounds", min=1, help="Run N whole rounds in this one process, the model loaded "
+        "once: read records with no pending critique, as 'caitool critique' does, then "
+        "critique and revise each N times (with --direct: N direct revisions). The records "
+        "are those of N 'critique | revise' pairs with the same seed.")] = None,
     stream_flags: StreamFlags = None,
     model: ModelFlags = None,
     sampling: SamplingFlags = None,
@@ -57,10 +63,19 @@ def command(
                     f"constitution '{rules.name}' (use the one the critique used)")
         return problem
 
-    if direct:
+    params = sampling.params()
+    if rounds is not None:
         rules.require_principles()
-    action = supervised.revise_direct if direct else supervised.revise
-    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale,
-                step=supervised.step(action, sampling.params(), model.format, rules),
-                validate=check_for_critique if direct else validate,
-                describe="revising directly" if direct else "revising")
+        step = supervised.step(supervised.rounds, params, model.format, rules, count=rounds,
+                               direct=direct)
+        describe = f"{rounds} round{'s' if rounds > 1 else ''}"
+    elif direct:
+        rules.require_principles()
+        step = supervised.step(supervised.revise_direct, params, model.format, rules)
+        describe = "revising directly"
+    else:
+        step = supervised.step(supervised.revise, params, model.format, rules)
+        describe = "revising"
+    run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale, step=step,
+                validate=check_for_critique if direct or rounds else validate,
+                describe=describe)

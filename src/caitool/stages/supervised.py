@@ -3,7 +3,8 @@
 ``generate``: answer prompts. ``critique``: sample a principle per record and round and ask
 the model to critique its current response. ``revise``: in the same conversation, ask for the
 revision that answers the critique. ``revise_direct``: the paper's ablation without critiques,
-a sampled principle's revision request straight after the response. Each returns the
+a sampled principle's revision request straight after the response. ``rounds``: whole rounds, one after another,
+in one process. Each returns the
 batch's records and the ids of those whose requests failed for good (a remote server that
 kept erroring), which the batch loop leaves out of the output and names.
 """
@@ -198,3 +199,20 @@ def revise_direct(sampler: Sampler, constitution: Constitution, records: list[Re
                                        principle, sampler.fmt, direct=True)
                 for record, principle in zip(records, principles)]
     return _revised(sampler, constitution, records, requests, "direct", failed, direct=True)
+
+
+def rounds(sampler: Sampler, constitution: Constitution, records: list[Record], count: int,
+           direct: bool = False) -> StepResult:
+    """``count`` whole rounds per record (critique then revision, or direct revisions), on one
+    backend: the records a pipe of ``count`` critique | revise pairs with the same seed writes,
+    without loading the model again for each step. A record that fails in one step takes no
+    further part, as the pipe would have dropped it."""
+    failed: dict[str, str] = {}
+    steps = [revise_direct] if direct else [critique, revise]
+    for _ in range(count):
+        for action in steps:
+            live = [r for r in records if str(r.get("id")) not in failed]
+            if not live:
+                return StepResult(records, failed)
+            failed.update(action(sampler, constitution, live).failed)
+    return StepResult(records, failed)
