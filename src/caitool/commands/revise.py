@@ -63,19 +63,16 @@ def command(
                     f"constitution '{rules.name}' (use the one the critique used)")
         return problem
 
-    params = sampling.params()
-    if rounds is not None:
+    opens_rounds = direct or rounds is not None
+    if opens_rounds:
+        # --direct alone is one direct round.
         rules.require_principles()
-        step = supervised.step(supervised.rounds, params, model.format, rules, count=rounds,
-                               direct=direct)
-        describe = f"{rounds} round{'s' if rounds > 1 else ''}"
-    elif direct:
-        rules.require_principles()
-        step = supervised.step(supervised.revise_direct, params, model.format, rules)
-        describe = "revising directly"
+        step = supervised.step(supervised.rounds, sampling.params(), model.format, rules,
+                               count=rounds or 1, direct=direct)
     else:
-        step = supervised.step(supervised.revise, params, model.format, rules)
-        describe = "revising"
+        step = supervised.step(supervised.revise, sampling.params(), model.format, rules)
+    describe = (f"{rounds} round{'s' if rounds > 1 else ''}" if rounds
+                else "revising directly" if direct else "revising")
     run_records(NAME, input, model=model, stream_flags=stream_flags, scale=scale, step=step,
-                validate=check_for_critique if direct or rounds else validate,
+                validate=check_for_critique if opens_rounds else validate,
                 describe=describe)
