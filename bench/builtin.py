@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import critique  # noqa: E402
 import judge  # noqa: E402
+import memory  # noqa: E402
 import varied  # noqa: E402
 from common import (  # noqa: E402
     DEFAULT_BATCH_SIZE,
@@ -53,6 +54,7 @@ TARGETS = {
     "limit": 0.80,    # critique tokens/s / bare generate's without the few-shot block
     "few_shot": 1.3,  # judging time with the few-shot examples / without
     "score": 1.0,     # score() per pair / generating the answer
+    "startup": 3.0,   # seconds to caitool critique's first line on one record
 }
 
 
@@ -100,6 +102,11 @@ def measure(args, model, work: Path) -> dict:
     encoded = probe.encode(calls_none[0][0])
     r["none_prompt_tokens"] = sum(len(e) for e in encoded) / len(encoded)
     r["model_dir"] = str(model)
+    # As a user runs it: the built-in model by name, its converted copy and the stored
+    # few-shot block already cached (the runs above left them), torch's default threads.
+    log("start-up: caitool critique on one answered record, --max-new-tokens 1, twice")
+    one = write_records(work / "one.jsonl", 1)
+    r["startup"] = [memory.run_subprocess("smollm2", "harmless", one, None) for _ in range(2)]
     return r
 
 
@@ -150,6 +157,8 @@ def section(args, info: dict, r: dict, command: str, date: str) -> str:
         ("caitool critique, no few-shot examples", f"{r['none'].seconds:.1f} s", tok(r["none"])),
         ("bare model.generate, critique's batches without the few-shot examples",
          f"{r['bare_none'].seconds:.1f} s", tok(r["bare_none"])),
+        *[(f"`caitool critique` on 1 record as a subprocess, run {i + 1}", f"first line {s['first_line']:.1f} s",
+           f"exit {s['seconds']:.1f} s, peak {s['peak_mib']:.0f} MiB") for i, s in enumerate(r.get("startup", []))],
         *[(f"caitool critique, few-shot examples, `--batch-size {size}`", f"{t.seconds:.1f} s", tok(t))
           for size, t in sorted(r["batch_sizes"].items()) if size != DEFAULT_BATCH_SIZE],
     ]
@@ -178,6 +187,12 @@ def section(args, info: dict, r: dict, command: str, date: str) -> str:
                 f"{f['critique_time']:.2f}x the time, for {r['few'].tokens} tokens against "
                 f"{r['none'].tokens}); {f['critique_warm']:.2f}x without the block's one-time pass"),
     ]
+    if r.get("startup"):
+        first = min(s["first_line"] for s in r["startup"])
+        targets.append(verdict(first <= TARGETS["startup"],
+                               f"start-up: `caitool critique` on 1 answered record (`--max-new-tokens 1`, the "
+                               f"built-in model and its few-shot block cached) printed its first line after "
+                               f"{first:.1f} s (target <= {TARGETS['startup']:.0f} s)"))
     lines = [
         "## The built-in model (SmolLM2-135M-Instruct)",
         "",

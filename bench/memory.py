@@ -27,13 +27,16 @@ def plain_constitution(path: Path) -> Path:
     return path
 
 
-def run_subprocess(model_dir: Path, constitution: Path, records: Path, threads: int) -> dict:
+def run_subprocess(model: Path | str, constitution: Path | str, records: Path,
+                   threads: int | None) -> dict:
     """Seconds to the first stdout line, total seconds, and the process's peak resident
-    memory."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
+    memory. ``threads`` None leaves torch's default, as a user's run has."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     peak_file = records.with_suffix(".peak")
     command = [sys.executable, "-c", LAUNCHER, str(peak_file),
-               sys.executable, "-m", "caitool", "critique", str(records), "-m", str(model_dir),
+               sys.executable, "-m", "caitool", "critique", str(records), "-m", str(model),
                "-c", str(constitution), "--max-new-tokens", "1"]
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

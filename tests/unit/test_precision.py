@@ -32,3 +32,44 @@ def test_cpu_choice(monkeypatch, native, hidden, generate):
     assert precision.scoring_dtype("cpu", config) == "float32"
     # Devices other than a CPU or a GPU (mps ...) keep float32.
     assert precision.generation_dtype("mps", config) == "float32"
+
+
+def test_bf16_products_measured_once_per_machine_and_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAITOOL_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    measured = []
+
+    def measure():
+        measured.append(1)
+        return 0.6           # a Xeon that lists avx512_bf16 and runs its products slower
+
+    monkeypatch.setattr(precision, "measure_bf16_speedup", measure)
+    precision.bf16_products_faster.cache_clear()
+    assert precision.bf16_products_faster() is False
+    [kept] = (tmp_path / "cpu").glob("bf16-*.json")
+    assert '"speedup": 0.6' in kept.read_text()
+    # A later process reads the answer instead of measuring again.
+    precision.bf16_products_faster.cache_clear()
+    assert precision.bf16_products_faster() is False
+    assert measured == [1]
+    # A damaged file is measured again and replaced.
+    kept.write_text("{")
+    monkeypatch.setattr(precision, "measure_bf16_speedup", lambda: 2.2)
+    precision.bf16_products_faster.cache_clear()
+    assert precision.bf16_products_faster() is True
+    precision.bf16_products_faster.cache_clear()
+
+
+def test_bf16_products_not_measured_without_the_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("CAITOOL_CACHE", str(tmp_path))
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(precision, "measure_bf16_speedup", lambda: pytest.fail("measured"))
+    precision.bf16_products_faster.cache_clear()
+    assert precision.bf16_products_faster() is False
+    assert not (tmp_path / "cpu").exists()
+    precision.bf16_products_faster.cache_clear()
+
+
+def test_bf16_speedup_is_a_real_timing():
+    speedup = precision.measure_bf16_speedup(repeats=1)
+    assert 0.05 < speedup < 20
