@@ -52,9 +52,23 @@ def test_the_few_shot_block_is_read_back_by_a_new_backend(tiny_model, tmp_path, 
     block = len(first.prefix_cache.prefix.ids)
     second.hf_model.register_forward_pre_hook(
         lambda module, args, kwargs: passes.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    # Nor is the split-attention check run again: its verdict is stored beside the block.
+    (verdict,) = (tmp_path / "prefixes").glob("split-attention-*.json")
+    assert first.prefix_cache.split_attention is True and '"agrees": true' in verdict.read_text()
+    from caitool.backends.hf import shared_prefix
+
+    monkeypatch.setattr(shared_prefix, "agrees", lambda *a: pytest.fail("checked again"))
     assert second.generate(asked, params) == expected
     assert block not in passes  # the block's pass came from disk
     assert second.prefix_cache.prefix.ids == first.prefix_cache.prefix.ids
+    assert second.prefix_cache.split_attention is True
+    # A stored "no" is kept too: the rows then carry the block themselves, same texts.
+    verdict.write_text('{"agrees": false}')
+    refused = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    assert refused.generate(asked, params) == expected
+    assert refused.prefix_cache.split_attention is False
+    monkeypatch.undo()
+    monkeypatch.setenv("CAITOOL_CACHE", str(tmp_path))
 
     # Weights changed after loading are another model: the stored block is not theirs.
     other = HFBackend(str(tiny_model), device="cpu")

@@ -254,6 +254,24 @@ class PrefixCache:
             prefix_store.save(key, shared, layers)
         return cache
 
+    def _checked_split_attention(self, prefix: CachedPrefix) -> bool:
+        """Whether split attention reproduces the model's forward pass: the verdict stored
+        for this model, else the check run here (and its verdict stored)."""
+        from caitool.backends.hf import prefix_store, shared_prefix
+
+        if shared_prefix.prefix_layers(prefix.cache) is None:
+            return False
+        key = self._store_key()
+        stored = None if key is None else prefix_store.load_verdict(key)
+        if stored is not None:
+            return stored
+        # Decided no first: a check that fails with an error is not run again.
+        self.split_attention = False
+        agrees = shared_prefix.agrees(self.model, prefix.ids[:CHECK_TOKENS])
+        if key is not None:
+            prefix_store.save_verdict(key, agrees)
+        return agrees
+
     def _store_key(self) -> str | None:
         """The model's key in the on-disk store, or None where it has none; taken on first
         use, so after any change made to the weights since loading."""
@@ -302,10 +320,7 @@ class PrefixCache:
         from caitool.backends.hf import shared_prefix
 
         if self.split_attention is None:
-            # Decided no first: a check that fails with an error is not run again.
-            self.split_attention = False
-            self.split_attention = (shared_prefix.prefix_layers(prefix.cache) is not None
-                                    and shared_prefix.agrees(self.model, prefix.ids[:CHECK_TOKENS]))
+            self.split_attention = self._checked_split_attention(prefix)
         if not self.split_attention:
             return None
         layers = shared_prefix.prefix_layers(prefix.cache)
