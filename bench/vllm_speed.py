@@ -130,7 +130,9 @@ def section(saved: dict) -> str:
         f"stage, sampling {saved['greedy']}; the faster of two runs after a warm-up batch",
         f"- critique: {first['records']} red-team records, `harmless` constitution, the answers "
         f"given; sampling {saved['sampling']}",
-        "- `auto`: bfloat16 on a CPU that computes it natively, for both backends",
+        "- `auto`: each backend's own rule; on an x86 CPU with bfloat16 instructions both "
+        "generate in bfloat16 (hf: the CPU's flags and a model of hidden size 512 or more; "
+        "vLLM: its CPU platform downcasts a float32 checkpoint to bfloat16)",
         "",
         "| backend | dtype | torch threads | start-up s | generate s (runs) | tokens | "
         "generate tokens/s | critique s | tokens | critique tokens/s |",
@@ -158,6 +160,7 @@ def section(saved: dict) -> str:
                      "model in process")
     lines.append("- start-up is the engine's first start in the process, torch.compile warm-up "
                  "included; later starts reuse vLLM's compile cache.")
+    lines += [f"- {note}" for note in saved.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -179,7 +182,7 @@ def main() -> None:
         load = loadavg()
         rows = measure(args.records, args.prompts)
         saved = {"rows": rows, "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-                 "command": shown_command("bench/vllm_critique.py", sys.argv[1:]),
+                 "command": shown_command("bench/vllm_speed.py", sys.argv[1:]),
                  "cpus": os.cpu_count(), "load": f"{load} at start, {loadavg()} at end",
                  "sampling": SAMPLING, "greedy": GREEDY}
         if args.results:

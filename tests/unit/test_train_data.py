@@ -184,6 +184,10 @@ def test_config_file_then_flags(tmp_path):
     assert settings.lora["r"] == 4 and settings.lora["lora_alpha"] == 32
     lora = args.lora_config(settings.lora, "CAUSAL_LM")
     assert lora.r == 4 and set(lora.target_modules) == {"q_proj"}
+    settings = sft_settings(["--config", str(path), "--lora-dropout", "0", "--lora-alpha", "8"])
+    assert settings.lora["r"] == 4 and settings.lora["lora_alpha"] == 8
+    assert settings.lora["lora_dropout"] == 0.0  # the flag wins over the default
+    assert sft_settings(["--lora"]).lora["lora_dropout"] == 0.05
     path.write_text("output_dir: x\n")
     with pytest.raises(CaitoolError, match="-o/--output"):
         sft_settings(["--config", str(path)])

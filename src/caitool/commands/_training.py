@@ -73,6 +73,7 @@ class TrainFlags:
     lora: bool = flag(False, "--lora", help="Train a LoRA adapter (peft) instead of all weights.")
     lora_r: int | None = flag(None, "--lora-r", help="LoRA rank (default 16).")
     lora_alpha: int | None = flag(None, "--lora-alpha", help="LoRA alpha (default 32).")
+    lora_dropout: float | None = flag(None, "--lora-dropout", help="LoRA dropout (default 0.05).")
     save_adapter: bool = flag(False, "--save-adapter",
                               help="With --lora: save the adapter alone instead of merging it into the weights.")
 

@@ -353,12 +353,11 @@ def build(config_cls: type, flags: Any, asked: Request, output_dir: str,
     check_reporting(args.report_to)
 
     lora = asked.lora
-    if flags.lora or lora is not None or flags.lora_r is not None or flags.lora_alpha is not None:
-        lora = {**LORA_DEFAULTS, **(lora or {})}
-        if flags.lora_r is not None:
-            lora["r"] = flags.lora_r
-        if flags.lora_alpha is not None:
-            lora["lora_alpha"] = flags.lora_alpha
+    given = {key: value for key, value in (("r", flags.lora_r), ("lora_alpha", flags.lora_alpha),
+                                           ("lora_dropout", flags.lora_dropout))
+             if value is not None}
+    if flags.lora or lora is not None or given:
+        lora = {**LORA_DEFAULTS, **(lora or {}), **given}
     elif flags.save_adapter:
         raise CaitoolError("--save-adapter needs --lora")
     return Settings(args, lora, values, asked.inputs)
