@@ -71,8 +71,12 @@ def test_split_attention_is_refused_where_it_does_not_apply(tiny_model):
     asked, _ = critique_requests("chat")
     expected = sharpened(HFBackend(str(tiny_model), device="cpu",
                                    reuse_prefix=False)).generate(asked[:3], GREEDY)
+    # The same weights under sdpa first: the check passes there, and its verdict is stored.
+    sdpa = sharpened(HFBackend(str(tiny_model), device="cpu"))
+    assert sdpa.generate(asked[:3], GREEDY) == expected and sdpa.prefix_cache.split_attention
     backend = sharpened(HFBackend(str(tiny_model), device="cpu"))
-    # Eager attention does not go through the wrapped kernel: the check must catch it.
+    # Eager attention does not go through the wrapped kernel: the check must catch it, and
+    # the verdict stored for sdpa must not stand for it.
     backend.hf_model.set_attn_implementation("eager")
     assert backend.generate(asked[:3], GREEDY) == expected
     assert backend.prefix_cache.split_attention is False and backend.prefix_cache.prefix is not None

@@ -262,6 +262,9 @@ class PrefixCache:
         if shared_prefix.prefix_layers(prefix.cache) is None:
             return False
         key = self._store_key()
+        if key is not None:
+            # The attention kernel can be switched after loading; the verdict is per kernel.
+            key = f"{key}:{getattr(self.model.config, '_attn_implementation', None)}"
         stored = None if key is None else prefix_store.load_verdict(key)
         if stored is not None:
             return stored

@@ -104,21 +104,23 @@ def save(fingerprint: str, ids: list[int], layers: list[tuple[Any, Any]]) -> Non
         part.unlink(missing_ok=True)
 
 
-def _verdict_file(fingerprint: str) -> Path:
-    return models.cache_dir() / "prefixes" / f"split-attention-{fingerprint[:32]}.json"
+def _verdict_file(key: str) -> Path:
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return models.cache_dir() / "prefixes" / f"split-attention-{name}.json"
 
 
-def load_verdict(fingerprint: str) -> bool | None:
-    """The stored outcome of the split-attention check for this model, or None."""
+def load_verdict(key: str) -> bool | None:
+    """The stored outcome of the split-attention check under ``key`` (the model's
+    fingerprint and its attention kernel), or None."""
     try:
-        verdict = json.loads(_verdict_file(fingerprint).read_text())["agrees"]
+        verdict = json.loads(_verdict_file(key).read_text())["agrees"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return verdict if isinstance(verdict, bool) else None
 
 
-def save_verdict(fingerprint: str, agrees: bool) -> None:
-    path = _verdict_file(fingerprint)
+def save_verdict(key: str, agrees: bool) -> None:
+    path = _verdict_file(key)
     part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
