@@ -1,6 +1,7 @@
-"""Reading a whole small document (a constitution, a training config) in bounded time.
+"""Whole files: reading a small one (a constitution, a training config) in bounded time, and
+replacing one so that nobody ever sees half of it.
 
-Such a file is read at once, before any work, so anything that is not a regular file is
+A document to read is read at once, before any work, so anything that is not a regular file is
 refused without opening it the usual way: a FIFO would wait forever for a writer, /dev/zero
 or /dev/urandom never end. A regular file is read up to a size far beyond any real document
 and refused past it, so memory stays bounded whatever the path names.
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from caitool.errors import CaitoolError
 
@@ -72,3 +76,21 @@ def read_text(path: str, what: str = "file", limit: int = MAX_DOCUMENT_BYTES) ->
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CaitoolError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+@contextmanager
+def replacing(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """A path beside ``target`` to write its new content to. When the block ends without an
+    error that file replaces ``target`` in one rename, so a reader, a process writing beside
+    this one or a kill sees the old file or the new one, never part of either; on an error
+    the partial file is removed and the error goes on. The partial file's name starts with a
+    dot and carries the process id, so listings skip it and two writers never share one."""
+    target = Path(target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+        os.replace(partial, target)
+    except BaseException:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise

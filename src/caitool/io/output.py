@@ -22,6 +22,7 @@ from typing import Any
 
 from caitool.errors import CaitoolError
 from caitool.io import values
+from caitool.io.files import replacing
 
 STDOUT_CLOSED = "stdout is closed: nothing could be written there; give -o FILE or redirect stdout"
 
@@ -271,12 +272,9 @@ def write_text(path: str | None, text: str, flag: str | None = "-o") -> None:
         except OSError as exc:
             raise CaitoolError(f"{where}: cannot write there ({_reason(exc)})") from None
         return
-    partial = target.with_name(f".{target.name}.partial")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        with replacing(target) as partial:
+            partial.write_bytes(data)
     except OSError as exc:
-        with suppress(OSError):
-            partial.unlink(missing_ok=True)
         raise CaitoolError(f"{where}: cannot write there ({_reason(exc)})") from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +16,7 @@ from transformers import TrainerCallback
 
 from caitool import console
 from caitool.errors import CaitoolError
+from caitool.io.files import replacing
 from caitool.training import checkpoints
 
 
@@ -118,11 +118,10 @@ class Marker(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not accelerator.is_main_process or not checkpoint.is_dir():
             return
-        partial = checkpoint / f".{checkpoints.MARKER}.partial"
-        partial.write_text(checkpoints.marker(state.global_step,
-                                              getattr(self.trainer, "_total_train_tokens", None)),
-                           encoding="utf-8")
-        os.replace(partial, checkpoint / checkpoints.MARKER)
+        with replacing(checkpoint / checkpoints.MARKER) as partial:
+            partial.write_text(checkpoints.marker(state.global_step,
+                                                  getattr(self.trainer, "_total_train_tokens", None)),
+                               encoding="utf-8")
 
 
 def install(trainer, command: str, stream: TextIO, description: str) -> MetricsCallback:

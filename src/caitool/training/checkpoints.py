@@ -24,6 +24,7 @@ from typing import Any
 
 from caitool import console
 from caitool.errors import CaitoolError
+from caitool.io.files import replacing
 
 MARKER = "caitool_checkpoint.json"
 STATE = "trainer_state.json"
@@ -142,10 +143,9 @@ def trim_metrics(path: str, done: int) -> int:
         kept.append(line if line.endswith("\n") else line + "\n")
     if kept == lines:
         return 0
-    partial = target.with_name(f".{target.name}.partial")
     try:
-        partial.write_text("".join(kept), encoding="utf-8")
-        os.replace(partial, target)
+        with replacing(target) as partial:
+            partial.write_text("".join(kept), encoding="utf-8")
     except OSError as exc:
         raise CaitoolError(f"--metrics {path}: cannot write there ({exc.strerror or exc})") from None
     return len(lines) - len(kept)

@@ -15,7 +15,6 @@ backend (in-process hf or vLLM, or an OpenAI-compatible server for a large judge
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from caitool import console
 from caitool.backends.base import Backend, SamplingParams
 from caitool.constitution import Constitution
 from caitool.errors import CaitoolError
+from caitool.io.files import replacing
 from caitool.stages.judging import JudgeSettings, Judgment, PairItem, judge_each
 from caitool.training.rl_rewards import response_text
 
@@ -155,12 +155,10 @@ def reference_answers(command: str, policy: str, policy_name: str, keys: list[st
         for key, record in zip(missing, records, strict=True):
             cached[key] = record["response"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{REFERENCES}.partial")
-        with open(partial, "w", encoding="utf-8") as handle:
+        with replacing(path) as partial, open(partial, "w", encoding="utf-8") as handle:
             for key, response in cached.items():
                 handle.write(json.dumps({"conversation": key, "response": response},
                                         ensure_ascii=False) + "\n")
-        os.replace(partial, path)
     state.wait_for_everyone()
     if not state.is_main_process:
         cached = _read_cache(path)

@@ -36,8 +36,6 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +79,7 @@ def bf16_products_faster() -> bool:
     ``$CAITOOL_CACHE/cpu/``. False without the instructions, with nothing measured."""
     if not cpu_computes_bf16():
         return False
+    from caitool.io.files import replacing
     from caitool.models import cache_dir
 
     cpuinfo = _cpuinfo()
@@ -99,9 +98,8 @@ def bf16_products_faster() -> bool:
              "torch": torch_release}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
-            json.dump(found, handle)
-        os.replace(handle.name, path)
+        with replacing(path) as partial:
+            partial.write_text(json.dumps(found))
     except OSError:
         pass  # a read-only cache: measured again next time
     return found["faster"]
@@ -141,4 +139,3 @@ def generation_dtype(device: str, config: Any) -> str:
 def scoring_dtype(device: str, config: Any) -> str:
     """The dtype for scoring options: a GPU's choice, float32 on any other device."""
     return generation_dtype(device, config) if device.startswith("cuda") else "float32"
-

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from caitool import models
+from caitool.io.files import replacing
 
 # Blocks kept (one per constitution and model in use; each a few tens of MiB at most).
 MAX_FILES = 16
@@ -94,14 +95,13 @@ def save(fingerprint: str, ids: list[int], layers: list[tuple[Any, Any]]) -> Non
     for index, (keys, values) in enumerate(layers):
         tensors[f"keys.{index}"] = keys.detach().cpu().contiguous()
         tensors[f"values.{index}"] = values.detach().cpu().contiguous()
-    part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(part))
-        os.replace(part, path)  # whole or absent, whatever runs beside it
+        with replacing(path) as partial:  # whole or absent, whatever runs beside it
+            save_file(tensors, str(partial))
         _trim(path.parent)
     except OSError:
-        part.unlink(missing_ok=True)
+        pass
 
 
 def _verdict_file(key: str) -> Path:
@@ -121,13 +121,12 @@ def load_verdict(key: str) -> bool | None:
 
 def save_verdict(key: str, agrees: bool) -> None:
     path = _verdict_file(key)
-    part = path.with_name(f"{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        part.write_text(json.dumps({"agrees": agrees}))
-        os.replace(part, path)
+        with replacing(path) as partial:
+            partial.write_text(json.dumps({"agrees": agrees}))
     except OSError:
-        part.unlink(missing_ok=True)
+        pass
 
 
 def _trim(folder: Path) -> None:
