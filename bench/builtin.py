@@ -41,11 +41,11 @@ from common import (  # noqa: E402
     log,
     machine,
     median,
+    publish,
     shown_command,
     verdict,
     without_examples,
     write_records,
-    write_section,
 )
 
 TARGETS = {
@@ -328,11 +328,7 @@ def main() -> None:
         if args.results:
             Path(args.results).write_bytes(pickle.dumps(dict(
                 args=args, info=info, results=results, command=command, date=date)))
-    text = section(args, info, results, command, date)
-    print(text)
-    if args.output != "-":
-        write_section(Path(args.output), "builtin", text)
-        log(f"written to {args.output}")
+    publish(section(args, info, results, command, date), args.output, "builtin")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,14 @@ def write_section(path: Path, name: str, section: str) -> None:
     path.write_text(text)
 
 
+def publish(text: str, output: str, name: str) -> None:
+    """A bench's table to stdout, and into its marked section of ``output`` unless that is -."""
+    print(text)
+    if output != "-":
+        write_section(Path(output), name, text)
+        log(f"written to {output}")
+
+
 def kept_sections(path: Path) -> str:
     """Everything from the first marked section on (the real model's figures, make demo's)."""
     old = path.read_text() if path.exists() else ""

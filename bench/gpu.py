@@ -48,9 +48,9 @@ from common import (  # noqa: E402
     judge_pairs,
     log,
     machine,
+    publish,
     row_lengths,
     shown_command,
-    write_section,
 )
 
 
@@ -355,11 +355,7 @@ def main(argv: list[str] | None = None) -> str:
         results = measure(sizes, device, Path(tmp))
     text = section(results, sizes, device, info, shown_command("bench/gpu.py", sys.argv[1:]
                                                                if argv is None else argv))
-    print(text)
-    output = args.output or (str(DOCS) if device.cuda and sizes is FULL else "-")
-    if output != "-":
-        write_section(Path(output), "gpu", text)
-        log(f"written to {output}")
+    publish(text, args.output or (str(DOCS) if device.cuda and sizes is FULL else "-"), "gpu")
     return text
 
 

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import DOCS, ROOT, loadavg, log, shown_command, verdict, write_section
+from common import DOCS, ROOT, loadavg, log, publish, shown_command, verdict
 
 RECORDS = 8
 PROMPTS = 16
@@ -187,11 +187,7 @@ def main() -> None:
                  "sampling": SAMPLING, "greedy": GREEDY}
         if args.results:
             Path(args.results).write_text(json.dumps(saved, indent=1))
-    text = section(saved)
-    print(text)
-    if args.output != "-":
-        write_section(Path(args.output), "vllm", text)
-        log(f"written to {args.output}")
+    publish(section(saved), args.output, "vllm")
 
 
 if __name__ == "__main__":

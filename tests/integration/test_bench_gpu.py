@@ -39,7 +39,7 @@ def test_bench_gpu_small_form_measures_every_stage(tmp_path, tiny_model):
     out.write_text("# Benchmarks\n\nkept\n")
     info = {"CPU": "a CPU", "software": "torch"}
     text = gpu.section(results, gpu.SMALL, device, info, "python bench/gpu.py --small")
-    gpu.write_section(out, "gpu", text)
+    gpu.publish(text, str(out), "gpu")
     written = out.read_text()
     assert written.startswith("# Benchmarks\n\nkept\n") and "<!-- gpu:start -->" in written
     assert text.strip() in written and "on CPU (`make bench-gpu`)" in text
