@@ -114,7 +114,9 @@ def machine(threads: int, device: str) -> dict[str, str]:
                 ram = f"{int(line.split()[1]) / 1024 ** 2:.0f} GiB"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
-        "CPU": f"{cpu}, {os.cpu_count()} logical cores",
+        # Two machines both called "AMD EPYC" differ by AVX-512 (and bfloat16) or not.
+        "CPU": f"{cpu}, {os.cpu_count()} logical cores, torch's kernels for "
+               f"{torch.backends.cpu.get_cpu_capability()}",
         "RAM": ram,
         "GPU": gpu,
         "device used": device,

@@ -19,6 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, build_bench_model, choose_threads, log, write_records  # noqa: E402
 
+# The linear layers' kernels by their profile names: plain nn.Linear, and the layers the hf
+# backend packs for oneDNN (backends/hf/packed_linear.py).
+LINEAR_KERNELS = ("_nn.linear", "mkldnn._linear_pointwise")
+
 
 def command(model_dir: Path, records: Path, out: Path, prof: Path, max_new_tokens: int) -> list[str]:
     return [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "caitool", "critique",
@@ -63,7 +67,7 @@ def summarise(stats: pstats.Stats, records: int, max_new_tokens: int) -> dict:
         ("writing JSON lines (`json.dumps`)", "json/__init__.py", "dumps"),
     )}
     ops = {label: sum(tt for f, n, _, tt, _ in entries if f == "~" and any(k in n for k in keys))
-           for label, keys in (("linear", ("_nn.linear",)),
+           for label, keys in (("linear", LINEAR_KERNELS),
                                ("attention", ("scaled_dot_product_attention", "torch.matmul")))}
     own = sorted(entries, key=lambda e: -e[3])[:10]
     caitool_own = sorted((e for e in entries if "/caitool/" in e[0]), key=lambda e: -e[3])[:4]

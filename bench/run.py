@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import pickle
 import statistics
@@ -107,12 +108,25 @@ def measure_critique(args, work: Path, model: Path, device: str, results: dict) 
     from caitool.backends.hf import HFBackend
 
     probe = HFBackend(str(model), device=device)
-    results["model_params"] = sum(p.numel() for p in probe.hf_model.parameters()) / 1e6
+    results["model_params"] = stored_parameters(model) / 1e6
     for name, calls in (("few", calls_few), ("none", calls_none)):
         encoded = probe.encode(calls[0][0])
         results[f"{name}_prompt_tokens"] = sum(len(e) for e in encoded) / len(encoded)
     encoded = probe.encode(calls_few[0][0])
     results["prefix_tokens"] = len(os.path.commonprefix([tuple(e) for e in encoded]))
+
+
+def stored_parameters(model: Path) -> int:
+    """The checkpoint's parameter count, read from its weights file: the loaded model's
+    linear layers are packed for oneDNN into buffers, which parameters() no longer counts."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(model.glob("*.safetensors")):
+        with safe_open(str(path), "pt") as weights:
+            for name in weights.keys():
+                total += math.prod(weights.get_slice(name).get_shape())
+    return total
 
 
 def measure_judging(args, model: Path, device: str, results: dict) -> None:
